@@ -1,0 +1,217 @@
+"""HTTP plumbing shared by every Bolna stream: URL, auth, decoding, paging, errors, retries."""
+
+from __future__ import annotations
+
+import decimal
+import email.utils
+import random
+import sys
+import time
+import typing as t
+from http import HTTPStatus
+from urllib.parse import urlparse
+
+import msgspec
+from singer_sdk import RESTStream
+from singer_sdk.authenticators import BearerTokenAuthenticator
+from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.pagination import PageNumberPaginator
+
+if t.TYPE_CHECKING:
+    from collections.abc import Callable, Generator, Iterable
+
+    import requests
+    from singer_sdk.helpers.types import Context
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
+# Decimal keeps costs exact, as the SDK's own `response.json(parse_float=Decimal)` does.
+_DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
+
+# The longest we wait for one retry, whatever Retry-After says (a bad header must not hang a sync).
+MAX_RETRY_WAIT_SECONDS = 300.0
+BACKOFF_BASE_SECONDS = 1.0
+BACKOFF_MAX_TRIES = 8
+
+
+class BolnaAPIError(FatalAPIError):
+    """A request the API refused for good: the message is one line a person can act on."""
+
+    def __init__(self, message: str, *, status_code: int | None = None, detail: str = "") -> None:
+        """Keep the HTTP status and the API's own words for callers that add context."""
+        super().__init__(message)
+        self.status_code = status_code
+        self.detail = detail
+
+
+def response_json(response: requests.Response) -> t.Any:  # noqa: ANN401
+    """Decode a response body once and keep it on the response.
+
+    The paginator (for `has_more`) and the record parser both need the body; the SDK
+    would decode it twice, which is a large share of the tap's CPU time.
+    """
+    cached = getattr(response, "_bolna_json", None)
+    if cached is None:
+        cached = _DECODER.decode(response.content)
+        response._bolna_json = cached  # type: ignore[attr-defined]  # noqa: SLF001
+    return cached
+
+
+def api_message(response: requests.Response) -> str:
+    """The API's own explanation of an error: `detail` (auth), `message` or `error`."""
+    try:
+        body = response_json(response)
+    except msgspec.DecodeError:
+        body = None
+    if isinstance(body, dict):
+        for key in ("detail", "message", "error"):
+            if body.get(key):
+                return str(body[key])
+    return response.reason or "no explanation given"
+
+
+def retry_after_seconds(response: requests.Response | None) -> float | None:
+    """Seconds the server asked us to wait, from Retry-After as seconds or an HTTP date."""
+    if response is None:
+        return None
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        seconds = when.timestamp() - time.time()
+    return min(max(seconds, 0.0), MAX_RETRY_WAIT_SECONDS)
+
+
+class HasMorePaginator(PageNumberPaginator):
+    """Page numbers from 1, stopping when the envelope says `has_more: false`."""
+
+    def __init__(self) -> None:
+        """Start at the API's first page."""
+        super().__init__(start_value=1)
+
+    @override
+    def has_more(self, response: requests.Response) -> bool:
+        return bool(response_json(response).get("has_more"))
+
+
+class BolnaStream(RESTStream):
+    """Base for every Bolna stream: one place for URL, auth, errors and retries."""
+
+    # Bare JSON arrays are the norm; enveloped endpoints override parse_response.
+    records_jsonpath = "$[*]"
+
+    @property
+    @override
+    def url_base(self) -> str:
+        return str(self.config["api_url"]).rstrip("/")
+
+    @property
+    @override
+    def authenticator(self) -> BearerTokenAuthenticator:
+        return BearerTokenAuthenticator(token=self.config["api_key"])
+
+    @property
+    @override
+    def timeout(self) -> int:
+        return 60
+
+    @override
+    def get_new_paginator(self) -> None:
+        # List endpoints other than executions answer with one bare array.
+        return None
+
+    @override
+    def parse_response(self, response: requests.Response) -> Iterable[dict]:
+        body = response_json(response)
+        if not isinstance(body, list):
+            msg = f"Bolna answered {self.path} with {type(body).__name__}, expected a JSON array"
+            raise BolnaAPIError(msg)
+        yield from body
+
+    @override
+    def validate_response(self, response: requests.Response) -> None:
+        status = response.status_code
+        path = urlparse(response.url).path or self.path  # ids only; the key travels in a header
+        if status == HTTPStatus.TOO_MANY_REQUESTS or status >= HTTPStatus.INTERNAL_SERVER_ERROR:
+            msg = f"Bolna answered HTTP {status} for {path}: {api_message(response)}"
+            raise RetriableAPIError(msg, response)
+        if status >= HTTPStatus.BAD_REQUEST:
+            detail = api_message(response)
+            if status in {HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN}:
+                # No retry can fix a bad key; the SDK's default message would dump the body.
+                msg = f"Bolna rejected the API key (HTTP {status}): {detail}"
+            elif status == HTTPStatus.NOT_FOUND:
+                msg = self.not_found_message(path, detail)
+            else:
+                msg = f"Bolna refused the request (HTTP {status}) for {path}: {detail}"
+            raise BolnaAPIError(msg, status_code=status, detail=detail)
+        # A proxy or gateway error page can arrive with 200; it is transient, not data.
+        try:
+            response_json(response)
+        except msgspec.DecodeError as exc:
+            kind = response.headers.get("Content-Type", "unknown content type")
+            msg = f"Bolna answered {path} with a non-JSON body ({kind})"
+            raise RetriableAPIError(msg, response) from exc
+
+    def not_found_message(self, path: str, detail: str) -> str:
+        """The error for a 404; streams under an agent say which agent."""
+        agent_id = (self.context or {}).get("agent_id")
+        if agent_id:
+            return f"Unknown agent {agent_id!r}: Bolna answered HTTP 404 on {path} ({detail})"
+        return f"Bolna answered HTTP 404 on {path}: {detail}"
+
+    @override
+    def backoff_wait_generator(self) -> Generator[float, BaseException | None, None]:
+        return retry_waits()
+
+    @override
+    def backoff_jitter(self, value: float) -> float:
+        # Jitter is applied inside retry_waits: a server-given Retry-After is honoured exactly.
+        return value
+
+    @override
+    def backoff_max_tries(self) -> int:
+        return BACKOFF_MAX_TRIES
+
+    def get_json(self, path: str, params: dict[str, t.Any], context: Context | None) -> t.Any:  # noqa: ANN401
+        """One GET outside the paginated record loop, with the same errors and retries."""
+
+        def send() -> requests.Response:
+            prepared = self.build_prepared_request(
+                method="GET", url=self.url_base + path, params=params, headers=self.http_headers
+            )
+            response = self.requests_session.send(prepared, timeout=self.timeout)
+            self.validate_response(response)
+            return response
+
+        request: Callable[[], requests.Response] = self.request_decorator(send)
+        return response_json(request())
+
+
+def retry_waits(
+    base: float = BACKOFF_BASE_SECONDS, cap: float = MAX_RETRY_WAIT_SECONDS
+) -> Generator[float, BaseException | None, None]:
+    """Wait before each retry: Retry-After when the server sends it, else exponential full jitter.
+
+    The SDK's default waits ignore Retry-After; the backoff library sends each failure in here.
+    """
+    attempt = 0
+    exception = yield 0.0  # primed by the backoff library with a bare send(None)
+    while True:
+        server_wait = retry_after_seconds(getattr(exception, "response", None))
+        if server_wait is not None:
+            wait = server_wait
+        else:
+            wait = random.uniform(0, min(cap, base * 2**attempt))  # noqa: S311
+        attempt += 1
+        exception = yield wait

@@ -1,0 +1,240 @@
+"""Stream definitions for tap-bolna: declarative, with the window walk in one place."""
+
+from __future__ import annotations
+
+import datetime as dt
+import decimal
+import sys
+import typing as t
+
+from tap_bolna import schemas
+from tap_bolna.client import BolnaAPIError, BolnaStream, HasMorePaginator, response_json
+from tap_bolna.windows import AgentBookmark, EmitFilter, parse_timestamp, plan_sync
+
+if sys.version_info >= (3, 12):
+    from typing import override
+else:
+    from typing_extensions import override
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    import requests
+    from singer_sdk.helpers.types import Context, Record
+
+# Settings passed through unchanged to the executions endpoint as filters.
+EXECUTION_FILTERS = ("status", "call_type", "provider", "batch_id")
+
+
+class AgentsStream(BolnaStream):
+    """Every agent of the account (or only those in `agent_ids`); parent of per-agent streams."""
+
+    name = "agents"
+    path = "/v2/agent/all"
+    primary_keys = ("id",)
+    schema = schemas.AGENT_SCHEMA.to_dict()
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        agents = list(super().get_records(context))  # one bare array: it is in memory already
+        wanted = list(dict.fromkeys(self.config.get("agent_ids") or []))
+        if not wanted:
+            yield from agents
+            return
+        listed = {agent["id"]: agent for agent in agents}
+        # Resolve every configured id before emitting anything, so a typo fails fast.
+        yield from [listed.get(agent_id) or self.fetch_agent(agent_id) for agent_id in wanted]
+
+    def fetch_agent(self, agent_id: str) -> dict[str, t.Any]:
+        """An agent the list does not show; a 404 names the configured id."""
+        try:
+            return t.cast("dict[str, t.Any]", self.get_json(f"/v2/agent/{agent_id}", {}, None))
+        except BolnaAPIError as exc:
+            if exc.status_code != 404:  # noqa: PLR2004
+                raise
+            msg = f"Unknown agent {agent_id!r} in agent_ids: Bolna answered HTTP 404 ({exc.detail})"
+            raise BolnaAPIError(msg, status_code=404, detail=exc.detail) from None
+
+    @override
+    def get_child_context(self, record: Record, context: Context | None) -> Context:
+        return {"agent_id": record["id"]}
+
+
+class AgentScopedStream(BolnaStream):
+    """A stream read once per agent; `agent_id` is set on every record from the context."""
+
+    parent_stream_type = AgentsStream
+
+
+class BatchesStream(AgentScopedStream):
+    """Batch campaigns of each agent (`GET /batches/{agent_id}/all`, a bare array)."""
+
+    name = "batches"
+    path = "/batches/{agent_id}/all"
+    primary_keys = ("batch_id",)
+    schema = schemas.BATCH_SCHEMA.to_dict()
+
+
+class ExecutionsStream(AgentScopedStream):
+    """Every call (execution) of each agent, synced incrementally in `created_at` windows.
+
+    The walk over windows, the per-window checkpoint and the re-check of pending calls live
+    here and in `windows.py`; the SDK still does paging, retries, emission and state output.
+    """
+
+    name = "executions"
+    path = "/v2/agent/{agent_id}/executions"
+    primary_keys = ("id",)
+    replication_key = "created_at"
+    # Newest first within a window: the bookmark is set per window, not per record.
+    is_sorted = False
+    schema = schemas.EXECUTION_SCHEMA.to_dict()
+
+    @override
+    def get_new_paginator(self) -> HasMorePaginator:
+        return HasMorePaginator()
+
+    @override
+    def parse_response(self, response: requests.Response) -> Iterable[dict]:
+        yield from response_json(response).get("data") or ()
+
+    def filter_params(self) -> dict[str, t.Any]:
+        """The user's execution filters, as query parameters."""
+        params = {key: self.config[key] for key in EXECUTION_FILTERS if self.config.get(key)}
+        voice_mail = self.config.get("answered_by_voice_mail")
+        if voice_mail is not None:
+            params["answered_by_voice_mail"] = "true" if voice_mail else "false"
+        return params
+
+    @override
+    def get_url_params(self, context: Context | None, next_page_token: t.Any | None) -> dict:
+        params = {"page_number": next_page_token or 1, "page_size": self.config["page_size"]}
+        params.update(self.filter_params())
+        if context and "from" in context:
+            params["from"], params["to"] = context["from"], context["to"]
+        return params
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        if context is None:  # pragma: no cover - always called per agent by the parent
+            return
+        agent_id = context["agent_id"]
+        partition_state = self.get_context_state(context)
+        bookmark = AgentBookmark.from_state(partition_state)
+        now = dt.datetime.now(dt.timezone.utc)
+        end = min(self.configured_time("end_date") or now, now)
+        start_date = self.configured_time("start_date")
+
+        first_created_at = start_date
+        if bookmark.synced_through is None and start_date is None:
+            # No start date and no bookmark: learn where the history begins, then walk windows
+            # from there, so even the first full backfill checkpoints and resumes.
+            first_created_at = self.oldest_created_at(context) or end
+
+        plan = plan_sync(
+            bookmark,
+            first_created_at=first_created_at,
+            end=end,
+            now=now,
+            window_days=self.config["window_days"],
+            pending_lookback_days=self.config["pending_lookback_days"],
+        )
+        self.forget_expired_pending(agent_id, bookmark, plan.expired_pending)
+        emit = EmitFilter(bookmark, lower_bound=first_created_at)
+        for window in plan.windows:
+            window_context = {**context, **window.params()}
+            for record in self.request_records(window_context):
+                if emit.should_emit(record, window):
+                    yield record
+            emit.complete(window)
+            self.checkpoint(context, bookmark)
+        if not plan.windows and bookmark.synced_through is None and first_created_at == end:
+            # The agent has no calls at all: remember that, so the next sync starts from here.
+            bookmark.synced_through = end
+            self.checkpoint(context, bookmark)
+
+    def checkpoint(self, context: Context, bookmark: AgentBookmark) -> None:
+        """Write the agent's bookmark and emit STATE, right after a window's last record.
+
+        The SDK only finalizes unsorted bookmarks when a partition ends; a long backfill
+        killed half way would start over.
+        """
+        partition_state = self.get_context_state(context)
+        bookmark.write_to(partition_state)
+        self.finalize_state_progress_markers(partition_state)
+
+    @override
+    def _increment_stream_state(self, latest_record: Record, *, context: Context | None = None) -> None:
+        # The window walk owns this stream's bookmark (see checkpoint). The SDK's per-record
+        # "progress markers" would be promoted at partition end and overwrite it with the
+        # newest created_at seen, so they are not kept at all. (No public hook for this.)
+        return
+
+    def forget_expired_pending(
+        self, agent_id: str, bookmark: AgentBookmark, expired: dict[str, str]
+    ) -> None:
+        """Stop following calls pending for longer than the look-back, and say so."""
+        if not expired:
+            return
+        for call_id in expired:
+            bookmark.pending.pop(call_id, None)
+        oldest = min(expired.values())
+        self.logger.warning(
+            "Agent %s: %d call(s) still pending after %d days (oldest created %s, e.g. %s) "
+            "are no longer re-checked; raise pending_lookback_days to follow them longer.",
+            agent_id,
+            len(expired),
+            self.config["pending_lookback_days"],
+            oldest,
+            next(iter(sorted(expired))),
+        )
+
+    def oldest_created_at(self, context: Context) -> dt.datetime | None:
+        """`created_at` of the agent's oldest call (None if it has none): two small requests.
+
+        The list is newest first, so with one call per page the oldest is on page `total`.
+        If calls arrive in between, `has_more` is still true and we follow the new total.
+        """
+        path = self.get_url(context).removeprefix(self.url_base)
+        params: dict[str, t.Any] = {**self.filter_params(), "page_size": 1, "page_number": 1}
+        body = self.get_json(path, params, context)
+        while body.get("has_more"):
+            total = body.get("total")
+            next_page = total if isinstance(total, int) and total > params["page_number"] else None
+            params["page_number"] = next_page or params["page_number"] + 1
+            body = self.get_json(path, params, context)
+        calls = body.get("data") or []
+        return parse_timestamp(calls[-1]["created_at"]) if calls else None
+
+    def configured_time(self, setting: str) -> dt.datetime | None:
+        """A date setting as an aware UTC datetime (already validated by the tap)."""
+        value = self.config.get(setting)
+        return parse_timestamp(value) if value else None
+
+    @override
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        return normalize_execution(row)
+
+
+def normalize_execution(row: dict[str, t.Any]) -> dict[str, t.Any]:
+    """One type per column: durations as integers, the current field names only."""
+    if "conversation_duration" not in row and "conversation_time" in row:
+        row["conversation_duration"] = row.pop("conversation_time")
+    for nested in ("telephony_data", "transfer_call_data"):
+        part = row.get(nested)
+        if isinstance(part, dict) and "duration" in part:
+            part["duration"] = as_integer(part["duration"])
+    return row
+
+
+def as_integer(value: object) -> int | None:
+    """Whole seconds from an int, a float or a numeric string ("42", "42.0"); else None."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    try:
+        return int(decimal.Decimal(str(value).strip()).to_integral_value(decimal.ROUND_HALF_UP))
+    except (decimal.InvalidOperation, ValueError):
+        return None
+
