@@ -9,7 +9,7 @@ import typing as t
 
 from tap_bolna import schemas
 from tap_bolna.client import BolnaAPIError, BolnaStream, HasMorePaginator, response_json
-from tap_bolna.windows import AgentBookmark, EmitFilter, parse_timestamp, plan_sync
+from tap_bolna.windows import AgentBookmark, EmitFilter, PendingCall, parse_timestamp, plan_sync
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -171,14 +171,14 @@ class ExecutionsStream(AgentScopedStream):
         return
 
     def forget_expired_pending(
-        self, agent_id: str, bookmark: AgentBookmark, expired: dict[str, str]
+        self, agent_id: str, bookmark: AgentBookmark, expired: dict[str, PendingCall]
     ) -> None:
         """Stop following calls pending for longer than the look-back, and say so."""
         if not expired:
             return
         for call_id in expired:
             bookmark.pending.pop(call_id, None)
-        oldest = min(expired.values())
+        oldest = min(call["created_at"] for call in expired.values())
         self.logger.warning(
             "Agent %s: %d call(s) still pending after %d days (oldest created %s, e.g. %s) "
             "are no longer re-checked; raise pending_lookback_days to follow them longer.",

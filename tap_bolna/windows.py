@@ -26,12 +26,29 @@ _PRECISION = dt.timedelta(milliseconds=1)
 
 
 def parse_timestamp(value: str) -> dt.datetime:
-    """Parse an ISO 8601 timestamp; naive values are taken as UTC, as the API documents."""
+    """Parse an ISO 8601 timestamp to an aware UTC datetime; naive values are taken as UTC."""
+    try:
+        # Fast path for the API's own form (Python 3.11+ reads "Z"); it runs once per record.
+        parsed = dt.datetime.fromisoformat(value)
+    except ValueError:
+        parsed = _parse_with_pendulum(value)
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.astimezone(dt.timezone.utc)
+
+
+def _parse_with_pendulum(value: str) -> dt.datetime:
+    """Any other ISO 8601 form pendulum accepts, as a plain (not pendulum) datetime."""
     parsed = pendulum.parse(value, tz="UTC")
     if not isinstance(parsed, dt.datetime):
         msg = f"{value!r} is a date or duration, not a timestamp"
         raise TypeError(msg)
-    return parsed.astimezone(dt.timezone.utc)
+    # pendulum's DateTime loses its tzinfo in some arithmetic; keep the stdlib type.
+    utc = parsed.in_timezone("UTC")
+    return dt.datetime(
+        utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond,
+        tzinfo=dt.timezone.utc,
+    )  # fmt: skip
 
 
 def floor_to_api_precision(moment: dt.datetime) -> dt.datetime:
@@ -84,17 +101,24 @@ def recheck_windows(created: list[dt.datetime], width: dt.timedelta) -> Iterator
         remaining = remaining[len(inside) :]
 
 
+class PendingCall(t.TypedDict):
+    """A call last emitted with a status that can still change."""
+
+    created_at: str
+    status: str
+
+
 @dataclass
 class AgentBookmark:
     """One agent's state partition: synced through when, and which calls were still pending.
 
     `synced_through` is the `to` of the last completed window: every call created at or
-    before it has been emitted. `pending` maps execution id -> created_at for calls that were
-    emitted with a status that can still change.
+    before it has been emitted. `pending` maps execution id -> {created_at, status} for calls
+    that were emitted with a status that can still change.
     """
 
     synced_through: dt.datetime | None = None
-    pending: dict[str, str] = field(default_factory=dict)
+    pending: dict[str, PendingCall] = field(default_factory=dict)
 
     REPLICATION_KEY: t.ClassVar[str] = "created_at"
 
@@ -121,8 +145,8 @@ class SyncPlan:
     """Which windows one agent's sync walks, oldest first."""
 
     windows: list[Window]
-    # Pending calls too old to re-check any more: id -> created_at (the caller warns).
-    expired_pending: dict[str, str]
+    # Pending calls too old to re-check any more (the caller warns).
+    expired_pending: dict[str, PendingCall]
 
 
 def plan_sync(  # noqa: PLR0913
@@ -142,13 +166,13 @@ def plan_sync(  # noqa: PLR0913
     width = dt.timedelta(days=window_days)
     horizon = now - dt.timedelta(days=pending_lookback_days)
     expired = {
-        call_id: created
-        for call_id, created in bookmark.pending.items()
-        if parse_timestamp(created) < horizon
+        call_id: call
+        for call_id, call in bookmark.pending.items()
+        if parse_timestamp(call["created_at"]) < horizon
     }
     still_followed = [
-        parse_timestamp(created)
-        for call_id, created in bookmark.pending.items()
+        parse_timestamp(call["created_at"])
+        for call_id, call in bookmark.pending.items()
         if call_id not in expired
     ]
     windows = list(recheck_windows(still_followed, width))
@@ -164,9 +188,10 @@ def plan_sync(  # noqa: PLR0913
 class EmitFilter:
     """Decides, record by record, what a window emits, and keeps the bookmark up to date.
 
-    A record is emitted when it is newer than `synced_through` or was pending last time, and
-    only once per sync: a call on a shared window edge, or a pending call that a re-check
-    window and the first forward window both return, arrives twice.
+    A record is emitted when it is newer than `synced_through`, or was pending last time and
+    its status has changed since; and only once per sync: a call on a shared window edge, or
+    a pending call that a re-check window and the first forward window both return,
+    arrives twice.
     """
 
     def __init__(self, bookmark: AgentBookmark, lower_bound: dt.datetime | None) -> None:
@@ -184,16 +209,19 @@ class EmitFilter:
         if call_id in self._may_arrive_again:
             return False
         created = parse_timestamp(record["created_at"])
+        status = str(record.get("status"))
         is_new = self._emitted_through is None or created > self._emitted_through
-        was_pending = call_id in self.bookmark.pending
-        if window.recheck and not was_pending:
-            return False
-        if not (is_new or was_pending):
-            return False
-        if not is_new or created >= window.end:
+        if not is_new:
+            previous = self.bookmark.pending.get(call_id)
+            if previous is None or previous["status"] == status:
+                return False  # emitted before, and unchanged since
             self._may_arrive_again.add(call_id)
-        if record.get("status") in PENDING_STATUSES:
-            self.bookmark.pending[call_id] = record["created_at"]
+        elif window.recheck:
+            return False
+        elif created >= window.end:
+            self._may_arrive_again.add(call_id)  # on the edge the next window starts from
+        if status in PENDING_STATUSES:
+            self.bookmark.pending[call_id] = {"created_at": record["created_at"], "status": status}
         else:
             self.bookmark.pending.pop(call_id, None)
         return True

@@ -1,0 +1,147 @@
+"""Fixtures: a fake Bolna API on 127.0.0.1 and ways to run the tap against it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import subprocess
+import sys
+import typing as t
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tap_bolna.tap import TapBolna
+from tests.fake_api import FakeBolnaServer, World
+
+API_KEY = "test-key-5ecret-do-not-log"
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class SyncResult:
+    """What one run of the tap wrote to stdout, parsed."""
+
+    messages: list[dict[str, t.Any]]
+    stderr: str = ""
+    returncode: int = 0
+    raw_stdout: str = ""
+
+    def records(self, stream: str = "executions") -> list[dict[str, t.Any]]:
+        """Every RECORD of a stream, in order."""
+        return [m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream]
+
+    def ids(self, stream: str = "executions", key: str = "id") -> list[str]:
+        """The key of every record of a stream (duplicates kept, so tests can see them)."""
+        return [record[key] for record in self.records(stream)]
+
+    @property
+    def states(self) -> list[dict[str, t.Any]]:
+        """Every STATE value, in order."""
+        return [m["value"] for m in self.messages if m["type"] == "STATE"]
+
+    @property
+    def final_state(self) -> dict[str, t.Any]:
+        """The last STATE value."""
+        return self.states[-1]
+
+
+def partitions(state: dict[str, t.Any]) -> dict[str, dict[str, t.Any]]:
+    """The executions stream's partition states by agent id."""
+    parts = state["bookmarks"]["executions"]["partitions"]
+    return {p["context"]["agent_id"]: p for p in parts}
+
+
+def make_config(api: FakeBolnaServer, **overrides: t.Any) -> dict[str, t.Any]:
+    """A tap config pointing at the fake API."""
+    return {"api_key": API_KEY, "api_url": api.url, **overrides}
+
+
+def days_ago(days: float) -> str:
+    """An ISO timestamp `days` before now."""
+    return (dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=days)).isoformat()
+
+
+def run_tap(
+    config: dict[str, t.Any],
+    state: dict[str, t.Any] | None = None,
+    catalog: dict[str, t.Any] | None = None,
+) -> SyncResult:
+    """Run a full sync in this process and parse what it wrote to stdout."""
+    buffer = io.BytesIO()
+    stdout = io.TextIOWrapper(buffer, encoding="utf-8")
+    real_stdout = sys.stdout
+    sys.stdout = stdout
+    try:
+        tap = TapBolna(config=config, state=state, catalog=catalog, setup_mapper=True)
+        tap.sync_all()
+        stdout.flush()
+    finally:
+        sys.stdout = real_stdout
+    text = buffer.getvalue().decode()
+    return SyncResult([json.loads(line) for line in text.splitlines() if line], raw_stdout=text)
+
+
+def tap_command(config_path: Path, *extra: str) -> list[str]:
+    """The installed console script, as a user runs it."""
+    return [str(Path(sys.executable).with_name("tap-bolna")), "--config", str(config_path), *extra]
+
+
+def run_tap_cli(
+    tmp_path: Path,
+    config: dict[str, t.Any],
+    *extra: str,
+    state: dict[str, t.Any] | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+) -> SyncResult:
+    """Run the `tap-bolna` command in a subprocess, as Meltano does."""
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps(config))
+    args = list(extra)
+    if state is not None:
+        state_path = tmp_path / "state.json"
+        state_path.write_text(json.dumps(state))
+        args += ["--state", str(state_path)]
+    proc = subprocess.run(
+        tap_command(config_path, *args),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    messages = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
+    return SyncResult(messages, proc.stderr, proc.returncode, proc.stdout)
+
+
+@dataclass
+class FakeAccount:
+    """A running fake API and the world behind it."""
+
+    world: World
+    api: FakeBolnaServer
+    extra: dict[str, t.Any] = field(default_factory=dict)
+
+    def config(self, **overrides: t.Any) -> dict[str, t.Any]:
+        """A tap config pointing at this fake API."""
+        return make_config(self.api, **overrides)
+
+
+@pytest.fixture
+def account() -> t.Iterator[FakeAccount]:
+    """The issue's reference account: 3 agents, 1,500 calls over 45 days."""
+    world = World.generate(seed=7, agents=3, calls=1500, days=45)
+    with FakeBolnaServer(world, api_key=API_KEY) as api:
+        yield FakeAccount(world, api)
+
+
+@pytest.fixture
+def small_account() -> t.Iterator[FakeAccount]:
+    """A small account for error-path tests: 2 agents, 120 calls over 10 days."""
+    world = World.generate(seed=3, agents=2, calls=120, days=10)
+    with FakeBolnaServer(world, api_key=API_KEY) as api:
+        yield FakeAccount(world, api)

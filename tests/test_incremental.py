@@ -1,0 +1,304 @@
+"""Incremental sync against the fake API: complete, windowed, and pending calls followed up."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from collections import Counter
+
+import pytest
+
+from tap_bolna.windows import PENDING_STATUSES, parse_timestamp
+from tests.conftest import API_KEY, FakeAccount, days_ago, partitions, run_tap
+from tests.fake_api import FINAL_STATUSES, FakeBolnaServer, World
+
+MAX_WINDOW = dt.timedelta(days=7)
+
+
+def execution_requests(account: FakeAccount) -> list:
+    """The executions requests the fake answered, in order."""
+    return [r for r in account.api.requests if r.path.endswith("/executions")]
+
+
+def assert_windows_within_limit(account: FakeAccount) -> None:
+    """Every dated request sent both bounds, at most 7 days apart (the fake 400s otherwise)."""
+    for request in execution_requests(account):
+        assert ("from" in request.query) == ("to" in request.query), request
+        if "from" in request.query:
+            width = parse_timestamp(request.query["to"]) - parse_timestamp(request.query["from"])
+            assert dt.timedelta(0) <= width <= MAX_WINDOW, request
+    assert all(r.status == 200 for r in account.api.requests)
+
+
+def test_first_sync_emits_every_execution_once(account: FakeAccount) -> None:
+    result = run_tap(account.config(start_date=days_ago(60)))
+
+    ids = result.ids()
+    assert Counter(ids).most_common(1)[0][1] == 1, "an execution was emitted twice"
+    assert set(ids) == set(account.world.executions)
+    assert_windows_within_limit(account)
+    # 60 days in 7-day windows per agent, plus pages: a window walk, not one big request.
+    assert len(execution_requests(account)) >= 3 * 9
+
+
+def test_every_record_has_agent_id_and_integer_durations(account: FakeAccount) -> None:
+    records = run_tap(account.config(start_date=days_ago(60))).records()
+
+    raw_types = {
+        type(call["telephony_data"]["duration"])
+        for call in account.world.executions.values()
+        if call.get("telephony_data") and call["telephony_data"].get("duration") is not None
+    }
+    assert raw_types == {int, str}, "the fake should serve both forms"
+    for record in records:
+        assert record["agent_id"] == account.world.executions[record["id"]]["agent_id"]
+        for nested in ("telephony_data", "transfer_call_data"):
+            duration = (record.get(nested) or {}).get("duration")
+            assert duration is None or type(duration) is int, (nested, duration)
+        assert "conversation_time" not in record
+
+
+def test_state_is_one_readable_bookmark_per_agent(account: FakeAccount) -> None:
+    result = run_tap(account.config(start_date=days_ago(60)))
+
+    state = result.final_state
+    by_agent = partitions(state)
+    assert set(by_agent) == set(account.world.agent_ids)
+    for partition in by_agent.values():
+        assert partition["replication_key"] == "created_at"
+        assert parse_timestamp(partition["replication_key_value"]) <= dt.datetime.now(dt.timezone.utc)
+        assert not {"progress_markers", "replication_key_signpost", "starting_replication_value"} & set(partition)
+    pending_in_state = {i for p in by_agent.values() for i in p["pending_calls"]}
+    assert pending_in_state == account.world.pending_ids()
+    assert API_KEY not in json.dumps(state)
+
+
+def test_a_state_message_follows_every_window(account: FakeAccount) -> None:
+    result = run_tap(account.config(start_date=days_ago(60), agent_ids=[account.world.agent_ids[0]]))
+
+    windows = [r for r in execution_requests(account) if r.query.get("page_number") == "1"]
+    agent_states = [s for s in result.states if "executions" in s.get("bookmarks", {})]
+    bookmarks = [partitions(s)[account.world.agent_ids[0]].get("replication_key_value") for s in agent_states]
+    # One checkpoint per window, each further on than the last.
+    distinct = list(dict.fromkeys(b for b in bookmarks if b))
+    assert len(distinct) == len(windows) >= 9
+    assert distinct == sorted(distinct)
+
+
+def test_second_sync_emits_new_and_completed_calls_and_little_else(account: FakeAccount) -> None:
+    config = account.config(start_date=days_ago(60))
+    first = run_tap(config)
+    first_requests = len(execution_requests(account))
+    was_pending = account.world.pending_ids()
+    assert was_pending, "the reference world has pending calls"
+
+    new_ids = set(account.world.add_calls(40))
+    completed = set(account.world.complete_pending())
+    account.api.clear_requests()
+    second = run_tap(config, state=first.final_state)
+
+    emitted = second.ids()
+    assert len(emitted) == len(set(emitted))
+    assert set(emitted) == new_ids | completed
+    by_id = {r["id"]: r for r in second.records()}
+    for call_id in was_pending:
+        assert by_id[call_id]["status"] in FINAL_STATUSES
+    assert_windows_within_limit(account)
+    second_requests = len(execution_requests(account))
+    assert second_requests * 3 < first_requests, (second_requests, first_requests)
+    assert all(not p["pending_calls"] for p in partitions(second.final_state).values())
+
+
+def test_pending_calls_stay_followed_until_final(account: FakeAccount) -> None:
+    config = account.config(start_date=days_ago(60))
+    first = run_tap(config)
+    still_pending = sorted(account.world.pending_ids())
+    half = still_pending[: len(still_pending) // 2]
+    account.world.complete_pending(ids=half)
+
+    second = run_tap(config, state=first.final_state)
+    assert set(second.ids()) == set(half)
+    followed = {i for p in partitions(second.final_state).values() for i in p["pending_calls"]}
+    assert followed == set(still_pending) - set(half)
+
+    account.world.complete_pending()
+    third = run_tap(config, state=second.final_state)
+    assert set(third.ids()) == followed
+    assert all(r["status"] in FINAL_STATUSES for r in third.records())
+
+
+def test_sync_with_nothing_new_makes_one_request_per_agent(account: FakeAccount) -> None:
+    config = account.config(start_date=days_ago(60))
+    first = run_tap(config)
+    account.world.complete_pending()
+    second = run_tap(config, state=first.final_state)
+    account.api.clear_requests()
+
+    third = run_tap(config, state=second.final_state)
+    assert third.ids() == []
+    assert len(execution_requests(account)) == len(account.world.agent_ids)
+
+
+def test_no_start_date_extracts_whole_history_in_windows() -> None:
+    world = World.generate(seed=11, agents=2, calls=400, days=120)
+    with FakeBolnaServer(world, api_key="k") as api:
+        result = run_tap({"api_key": "k", "api_url": api.url})
+        requests = [r for r in api.requests if r.path.endswith("/executions")]
+
+    assert sorted(result.ids()) == sorted(world.executions)
+    undated = [r for r in requests if "from" not in r.query]
+    # Only the probe for the oldest call goes without dates, and it asks for one call a page.
+    assert undated
+    assert all(r.query["page_size"] == "1" for r in undated)
+    assert len(undated) <= 2 * len(world.agent_ids) + 2
+    dated = [r for r in requests if "from" in r.query]
+    assert len(dated) >= 2 * (120 // 7)
+
+
+def test_agent_without_calls_gets_a_bookmark() -> None:
+    world = World.generate(seed=5, agents=2, calls=0, days=10)
+    with FakeBolnaServer(world, api_key="k") as api:
+        first = run_tap({"api_key": "k", "api_url": api.url})
+        assert first.ids() == []
+        assert all(p.get("replication_key_value") for p in partitions(first.final_state).values())
+        new_ids = world.add_calls(4)
+        second = run_tap({"api_key": "k", "api_url": api.url}, state=first.final_state)
+    assert sorted(second.ids()) == sorted(new_ids)
+
+
+def test_calls_exactly_on_window_edges_are_emitted_once() -> None:
+    now = dt.datetime.now(dt.timezone.utc)
+    start = (now - dt.timedelta(days=30)).replace(microsecond=0)
+    world = World.generate(seed=2, agents=1, calls=50, days=25, now=now)
+    agent = world.agent_ids[0]
+    edges = [start + k * MAX_WINDOW for k in range(1, 4)]
+    on_edges = [i for edge in edges for i in world.add_calls(2, agent_id=agent, created_at=edge)]
+    at_start = world.add_calls(1, agent_id=agent, created_at=start)
+    with FakeBolnaServer(world, api_key="k") as api:
+        result = run_tap({"api_key": "k", "api_url": api.url, "start_date": start.isoformat()})
+        froms = {r.query.get("from") for r in api.requests}
+
+    ids = result.ids()
+    assert Counter(ids).most_common(1)[0][1] == 1
+    assert set(on_edges + at_start) <= set(ids)
+    assert set(ids) == {i for i, c in world.executions.items() if parse_timestamp(c["created_at"]) >= start}
+    # The edges really were shared by two windows each (so the test covers the overlap).
+    assert {e.strftime("%Y-%m-%dT%H:%M:%S.000Z") for e in edges} <= froms
+
+
+def test_end_date_bounds_the_backfill(account: FakeAccount) -> None:
+    end = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=20)
+    result = run_tap(account.config(start_date=days_ago(60), end_date=end.isoformat()))
+
+    expected = {i for i, c in account.world.executions.items() if parse_timestamp(c["created_at"]) <= end}
+    assert set(result.ids()) == expected
+    for partition in partitions(result.final_state).values():
+        assert abs(parse_timestamp(partition["replication_key_value"]) - end) < dt.timedelta(seconds=1)
+
+
+def test_start_date_later_than_bookmark_wins(account: FakeAccount) -> None:
+    first = run_tap(account.config(start_date=days_ago(60), end_date=days_ago(30)))
+    later = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=10)
+    second = run_tap(account.config(start_date=later.isoformat()), state=first.final_state)
+
+    created = [parse_timestamp(r["created_at"]) for r in second.records()]
+    expected = {i for i, c in account.world.executions.items() if parse_timestamp(c["created_at"]) >= later}
+    assert set(second.ids()) == expected
+    assert min(created) >= later
+
+
+def test_pending_calls_older_than_lookback_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    world = World.generate(seed=9, agents=1, calls=100, days=40, old_pending=3)
+    with FakeBolnaServer(world, api_key="k") as api:
+        config = {"api_key": "k", "api_url": api.url, "start_date": days_ago(45)}
+        first = run_tap(config)
+        old = {
+            i
+            for i in world.pending_ids()
+            if parse_timestamp(world.executions[i]["created_at"]) < dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=14)
+        }
+        assert len(old) == 3
+        api.clear_requests()
+        with caplog.at_level(logging.WARNING):
+            second = run_tap(config, state=first.final_state)
+
+    assert "3 call(s) still pending after 14 days" in caplog.text
+    followed = {i for p in partitions(second.final_state).values() for i in p["pending_calls"]}
+    assert not old & followed
+    # None of the dated requests reaches back past the look-back horizon.
+    horizon = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=14, minutes=5)
+    assert all(parse_timestamp(r.query["from"]) >= horizon for r in api.requests if "from" in r.query)
+
+
+def test_longer_lookback_follows_older_pending_calls() -> None:
+    world = World.generate(seed=9, agents=1, calls=100, days=40, old_pending=3)
+    with FakeBolnaServer(world, api_key="k") as api:
+        config = {"api_key": "k", "api_url": api.url, "start_date": days_ago(45), "pending_lookback_days": 35}
+        first = run_tap(config)
+        completed = set(world.complete_pending())
+        second = run_tap(config, state=first.final_state)
+    assert set(second.ids()) == completed
+
+
+def test_filters_and_page_size_reach_the_api(account: FakeAccount) -> None:
+    config = account.config(
+        start_date=days_ago(20),
+        page_size=20,
+        status="completed",
+        call_type="outbound",
+        provider="twilio",
+        answered_by_voice_mail=False,
+    )
+    records = run_tap(config).records()
+
+    queries = [r.query for r in execution_requests(account)]
+    assert queries
+    for query in queries:
+        assert query["page_size"] == "20"
+        assert (query["status"], query["call_type"], query["provider"]) == ("completed", "outbound", "twilio")
+        assert query["answered_by_voice_mail"] == "false"
+    assert records
+    assert all(r["status"] == "completed" for r in records)
+
+
+def test_batch_id_limits_executions_to_one_batch(account: FakeAccount) -> None:
+    batch_id = next(c["batch_id"] for c in account.world.executions.values() if c.get("batch_id"))
+    result = run_tap(account.config(start_date=days_ago(60), batch_id=batch_id))
+
+    expected = {i for i, c in account.world.executions.items() if c.get("batch_id") == batch_id}
+    assert set(result.ids()) == expected
+
+
+def test_agent_ids_limit_every_agent_stream(account: FakeAccount) -> None:
+    chosen = account.world.agent_ids[1]
+    result = run_tap(account.config(start_date=days_ago(60), agent_ids=[chosen]))
+
+    assert [a["id"] for a in result.records("agents")] == [chosen]
+    assert {r["agent_id"] for r in result.records()} == {chosen}
+    assert {r["agent_id"] for r in result.records("batches")} == {chosen}
+    assert set(partitions(result.final_state)) == {chosen}
+    expected = {i for i, c in account.world.executions.items() if c["agent_id"] == chosen}
+    assert set(result.ids()) == expected
+
+
+def test_batches_carry_their_agent(account: FakeAccount) -> None:
+    batches = run_tap(account.config(start_date=days_ago(1))).records("batches")
+
+    assert batches
+    keys = [b["batch_id"] for b in batches]
+    assert len(keys) == len(set(keys))
+    used = {(c["agent_id"], c["batch_id"]) for c in account.world.executions.values() if c.get("batch_id")}
+    assert {(b["agent_id"], b["batch_id"]) for b in batches} >= used
+
+
+@pytest.mark.parametrize("status", sorted(PENDING_STATUSES))
+def test_every_pending_status_is_followed(status: str) -> None:
+    world = World.generate(seed=4, agents=1, calls=10, days=5)
+    call_id = world.add_calls(1, status=status)[0]
+    with FakeBolnaServer(world, api_key="k") as api:
+        config = {"api_key": "k", "api_url": api.url, "start_date": days_ago(6)}
+        first = run_tap(config)
+        world.complete_pending(ids=[call_id])
+        second = run_tap(config, state=first.final_state)
+    assert second.ids() == [call_id]
