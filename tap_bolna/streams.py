@@ -73,6 +73,47 @@ class BatchesStream(AgentScopedStream):
     path = "/batches/{agent_id}/all"
     primary_keys = ("batch_id",)
     schema = schemas.BATCH_SCHEMA.to_dict()
+    # A full-table stream keeps no bookmark: no empty state partition per agent.
+    state_partitioning_keys = ()
+
+
+class PhoneNumbersStream(BolnaStream):
+    """Phone numbers rented or linked in the account (`GET /phone-numbers/all`)."""
+
+    name = "phone_numbers"
+    path = "/phone-numbers/all"
+    primary_keys = ("id",)
+    schema = schemas.PHONE_NUMBER_SCHEMA.to_dict()
+
+
+class KnowledgebasesStream(BolnaStream):
+    """Knowledge bases (RAG documents) of the account (`GET /knowledgebase/all`)."""
+
+    name = "knowledgebases"
+    path = "/knowledgebase/all"
+    primary_keys = ("rag_id",)
+    schema = schemas.KNOWLEDGEBASE_SCHEMA.to_dict()
+
+
+class AccountStream(BolnaStream):
+    """One snapshot of the account (`GET /user/me`) per sync, stamped with the sync time.
+
+    Incremental on `synced_at`, so rows accumulate into a balance history instead of a
+    full-table reload replacing (or soft-deleting) the previous snapshot.
+    """
+
+    name = "account"
+    path = "/user/me"
+    primary_keys = ("id", "synced_at")
+    replication_key = "synced_at"
+    is_sorted = True
+    schema = schemas.ACCOUNT_SCHEMA.to_dict()
+
+    @override
+    def parse_response(self, response: requests.Response) -> Iterable[dict]:
+        account = response_json(response)
+        account["synced_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
+        yield account
 
 
 class ExecutionsStream(AgentScopedStream):
@@ -214,6 +255,33 @@ class ExecutionsStream(AgentScopedStream):
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         return normalize_execution(row)
+
+    @override
+    def get_child_context(self, record: Record, context: Context | None) -> Context:
+        return {"execution_id": record["id"]}
+
+
+class ExecutionLogsStream(BolnaStream):
+    """Raw request/response log lines of each call emitted by this sync (one request per call).
+
+    Not selected by default: it multiplies the requests of a sync by the number of calls.
+    """
+
+    name = "execution_logs"
+    path = "/executions/{execution_id}/log"
+    primary_keys = ("execution_id", "position")
+    parent_stream_type = ExecutionsStream
+    selected_by_default = False
+    schema = schemas.EXECUTION_LOG_SCHEMA.to_dict()
+    # No bookmark per call: the parent decides which calls are read.
+    state_partitioning_keys = ()
+
+    @override
+    def parse_response(self, response: requests.Response) -> Iterable[dict]:
+        body = response_json(response)
+        lines = body.get("data") if isinstance(body, dict) else body
+        for position, line in enumerate(lines or ()):
+            yield {**line, "position": position}
 
 
 def normalize_execution(row: dict[str, t.Any]) -> dict[str, t.Any]:

@@ -8,10 +8,10 @@ import typing as t
 from singer_sdk import Tap
 from singer_sdk import typing as th
 from singer_sdk.contrib.msgspec import MsgSpecWriter
-from singer_sdk.exceptions import ConfigValidationError
+from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
 
 from tap_bolna import streams
-from tap_bolna.client import BolnaStream
+from tap_bolna.client import BACKOFF_MAX_TRIES, BolnaAPIError, BolnaStream
 from tap_bolna.windows import parse_timestamp
 
 if sys.version_info >= (3, 12):
@@ -32,7 +32,7 @@ MAX_WINDOW_DAYS = 7  # wider from/to ranges get HTTP 400
 
 
 class TapBolna(Tap):
-    """Singer tap for the Bolna voice-AI API: agents, their calls (executions) and batches."""
+    """Singer tap for the Bolna voice-AI API: agents, their calls (executions) and account data."""
 
     name = "tap-bolna"
     # msgspec serialises records several times faster than the default writer.
@@ -126,12 +126,30 @@ class TapBolna(Tap):
         if errors and kwargs.get("validate_config", True):
             raise ConfigValidationError("Config validation failed", errors=errors)
 
+    @classmethod
+    @override
+    def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:  # ty:ignore[invalid-method-override]
+        """Run a sync; when Bolna refuses it, end with the one line that says why."""
+        try:
+            super().invoke(*args, **kwargs)
+        except BolnaAPIError as exc:
+            # The message says what to fix; the SDK's excepthook would bury it under a traceback.
+            cls.logger.error("%s", exc)  # noqa: TRY400
+            sys.exit(1)
+        except RetriableAPIError as exc:  # still failing when the backoff gave up
+            cls.logger.error("%s (gave up after %d tries)", exc, BACKOFF_MAX_TRIES)  # noqa: TRY400
+            sys.exit(1)
+
     @override
     def discover_streams(self) -> list[BolnaStream]:
         return [
             streams.AgentsStream(self),
             streams.ExecutionsStream(self),
+            streams.ExecutionLogsStream(self),
             streams.BatchesStream(self),
+            streams.PhoneNumbersStream(self),
+            streams.KnowledgebasesStream(self),
+            streams.AccountStream(self),
         ]
 
 
