@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import email.utils
+import math
 import random
 import sys
 import time
@@ -88,7 +90,11 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
             when = email.utils.parsedate_to_datetime(value)
         except (TypeError, ValueError):
             return None
+        if when.tzinfo is None:  # "-0000": HTTP dates are GMT, not the local time zone
+            when = when.replace(tzinfo=dt.timezone.utc)
         seconds = when.timestamp() - time.time()
+    if math.isnan(seconds):  # "nan" parses as a float, and time.sleep(nan) raises
+        return None
     return min(max(seconds, 0.0), MAX_RETRY_WAIT_SECONDS)
 
 

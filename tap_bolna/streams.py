@@ -65,6 +65,12 @@ class AgentScopedStream(BolnaStream):
 
     parent_stream_type = AgentsStream
 
+    @override
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        if context and row.get("agent_id") is None:
+            row["agent_id"] = context["agent_id"]
+        return row
+
 
 class BatchesStream(AgentScopedStream):
     """Batch campaigns of each agent (`GET /batches/{agent_id}/all`, a bare array)."""
@@ -254,7 +260,7 @@ class ExecutionsStream(AgentScopedStream):
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
-        return normalize_execution(row)
+        return super().post_process(normalize_execution(row), context)
 
     @override
     def get_child_context(self, record: Record, context: Context | None) -> Context:
