@@ -1,0 +1,98 @@
+"""Run the fake Bolna API from the command line (used by `make demo` and the benchmarks).
+
+Prints exactly one line, `FAKE_BOLNA_URL=http://127.0.0.1:PORT`, then serves until SIGTERM or
+SIGINT and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import signal
+import sys
+import threading
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING
+
+from tests.fake_api.server import FakeBolnaServer
+from tests.fake_api.world import World
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from types import FrameType
+
+
+def _byte_range(text: str) -> tuple[int, int]:
+    low, sep, high = text.partition("-")
+    try:
+        bounds = (int(low), int(high if sep else low))
+    except ValueError:
+        msg = f"expected LOW-HIGH, e.g. 200-400, got {text!r}"
+        raise argparse.ArgumentTypeError(msg) from None
+    if not 0 <= bounds[0] <= bounds[1]:
+        msg = f"need 0 <= LOW <= HIGH, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return bounds
+
+
+def _utc_datetime(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tests.fake_api", description=__doc__)
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 = any free port)")
+    parser.add_argument("--agents", type=int, default=3)
+    parser.add_argument("--calls", type=int, default=1500)
+    parser.add_argument("--days", type=float, default=45)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--api-key", default="demo-key")
+    parser.add_argument(
+        "--transcript-bytes", type=_byte_range, default=(200, 400), metavar="LOW-HIGH"
+    )
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="seconds added to every response"
+    )
+    parser.add_argument("--pending-fraction", type=float, default=0.05)
+    parser.add_argument("--old-pending", type=int, default=0)
+    parser.add_argument(
+        "--now", type=_utc_datetime, default=None, help="ISO 8601; default: current time"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Generate the world, serve it, and block until told to stop."""
+    args = _parser().parse_args(argv)
+    world = World.generate(
+        seed=args.seed,
+        agents=args.agents,
+        calls=args.calls,
+        days=args.days,
+        now=args.now,
+        pending_fraction=args.pending_fraction,
+        transcript_bytes=args.transcript_bytes,
+        old_pending=args.old_pending,
+    )
+    # The world lives until exit: keep later collections from re-scanning its millions of objects.
+    gc.freeze()
+    stop = threading.Event()
+
+    def request_stop(_signum: int, _frame: FrameType | None) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, request_stop)
+    signal.signal(signal.SIGINT, request_stop)
+    with FakeBolnaServer(world, api_key=args.api_key, port=args.port) as api:
+        api.latency = args.latency
+        sys.stdout.write(f"FAKE_BOLNA_URL={api.url}\n")
+        sys.stdout.flush()
+        # Short waits so the signal handler runs promptly on every platform.
+        while not stop.wait(0.2):
+            pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

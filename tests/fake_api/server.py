@@ -1,0 +1,532 @@
+"""A real HTTP server that answers like the Bolna REST API, backed by a `World`.
+
+Standard library only. It speaks HTTP/1.1 with keep-alive, so a `requests.Session` reuses one
+connection, and it can be told to misbehave (status codes, HTML bodies, dropped connections,
+latency) for the next few requests, which is how the tap's error handling is tested.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.fake_api.world import ALL_STATUSES, format_timestamp
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from typing_extensions import Self
+
+    from tests.fake_api.world import World
+
+MAX_PAGE_SIZE = 50
+DEFAULT_PAGE_SIZE = 20
+MAX_RANGE = timedelta(days=7)
+JSON_TYPE = "application/json"
+HTML_TYPE = "text/html; charset=utf-8"
+AUTH_FAILURE = {"detail": "Invalid or expired API key"}
+# Strict ISO 8601 with a zone: a "+" sent unencoded arrives as a space and fails here, as it should.
+_TIMESTAMP = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})"
+)
+_PROXY_PAGE = (
+    b"<!DOCTYPE html><html><head><title>Bad Gateway</title></head>"
+    b"<body><h1>Upstream temporarily unavailable</h1><p>cloudflare</p></body></html>"
+)
+
+
+@dataclass(frozen=True)
+class LoggedRequest:
+    """One request the server answered; `status` is 0 when the connection was dropped instead."""
+
+    method: str
+    path: str
+    query: dict[str, str]
+    status: int
+
+
+@dataclass
+class _Fault:
+    """Misbehaviour armed for the next `remaining` requests whose target has `path_contains`."""
+
+    kind: str  # "status", "reset" or "html200"
+    remaining: int
+    status: int = 200
+    retry_after: str | None = None
+    path_contains: str | None = None
+    html: bool = False
+
+    def matches(self, target: str) -> bool:
+        return self.path_contains is None or self.path_contains in target
+
+
+class ApiError(Exception):
+    """An error answer: HTTP status plus JSON body."""
+
+    def __init__(self, status: int, body: dict[str, Any]) -> None:
+        """Keep the status and body to send."""
+        super().__init__(status, body)
+        self.status = status
+        self.body = body
+
+
+def _error(status: int, message: str) -> ApiError:
+    return ApiError(status, {"message": message})
+
+
+def parse_query_time(text: str, *, name: str, round_up: bool) -> str:
+    """Turn a `from`/`to` value into the stored timestamp form, or raise a 400.
+
+    Precision beyond microseconds is rounded toward the inside of the range (`from` up, `to`
+    down), so the inclusive comparison stays exact.
+    """
+    match = _TIMESTAMP.fullmatch(text)
+    if not match:
+        raise _error(400, f"Invalid '{name}' datetime: expected ISO 8601 with a UTC offset or Z")
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    fraction = fraction or ""
+    micros = int(fraction[:6].ljust(6, "0"))
+    beyond = fraction[6:].strip("0")
+    if zone == "Z":
+        offset = timedelta(0)
+    else:
+        digits = zone[1:].replace(":", "")
+        offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
+        offset = -offset if zone[0] == "-" else offset
+    try:
+        moment = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second), micros,
+            tzinfo=timezone(offset),
+        )  # fmt: skip
+    except ValueError as exc:
+        raise _error(400, f"Invalid '{name}' datetime: {exc}") from None
+    if beyond and round_up:
+        moment += timedelta(microseconds=1)
+    return format_timestamp(moment)
+
+
+class _Routes:
+    """Maps request paths to answers; a handler returns a JSON-ready object or raises ApiError."""
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.table: list[tuple[re.Pattern[str], Any]] = [
+            (re.compile(r"/v2/agent/all"), self.agents),
+            (re.compile(r"/v2/agent/([^/]+)/executions"), self.agent_executions),
+            (re.compile(r"/v2/agent/([^/]+)"), self.agent),
+            (re.compile(r"/executions/([^/]+)/log"), self.execution_log),
+            (re.compile(r"/executions/([^/]+)"), self.execution),
+            (re.compile(r"/batches/([^/]+)/all"), self.agent_batches),
+            (re.compile(r"/batches/([^/]+)/executions"), self.batch_executions),
+            (re.compile(r"/phone-numbers/all"), lambda _query: self.world.phone_numbers),
+            (re.compile(r"/knowledgebase/all"), lambda _query: self.world.knowledgebases),
+            (re.compile(r"/user/me"), lambda _query: self.world.account()),
+        ]
+
+    def answer(self, path: str, query: dict[str, str]) -> Any:
+        for pattern, handler in self.table:
+            match = pattern.fullmatch(path)
+            if match:
+                return handler(query, *(unquote(part) for part in match.groups()))
+        raise _error(404, "Not Found")
+
+    def _agent_or_404(self, agent_id: str) -> dict[str, Any]:
+        agent = self.world.agents.get(agent_id)
+        if agent is None:
+            raise _error(404, "Agent not found")
+        return agent
+
+    def agents(self, _query: dict[str, str]) -> Any:
+        return list(self.world.agents.values())
+
+    def agent(self, _query: dict[str, str], agent_id: str) -> Any:
+        return self._agent_or_404(agent_id)
+
+    def agent_executions(self, query: dict[str, str], agent_id: str) -> Any:
+        self._agent_or_404(agent_id)
+        page_number = _int_param(query, "page_number", 1)
+        if page_number is None or page_number < 1:
+            raise _error(400, "page_number must be an integer greater than or equal to 1")
+        page_size = _int_param(query, "page_size", DEFAULT_PAGE_SIZE)
+        if page_size is None or not 1 <= page_size <= MAX_PAGE_SIZE:
+            raise _error(400, f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        created_from, created_to = _date_range(query)
+        total, page = self.world.list_executions(
+            agent_id,
+            created_from=created_from,
+            created_to=created_to,
+            filters=_filters(query),
+            page_number=page_number,
+            page_size=page_size,
+        )
+        return {
+            "page_number": page_number,
+            "page_size": page_size,
+            "total": total,
+            "has_more": page_number * page_size < total,
+            "data": page,
+        }
+
+    def execution(self, _query: dict[str, str], call_id: str) -> Any:
+        execution = self.world.executions.get(call_id)
+        if execution is None:
+            raise _error(404, "Execution not found")
+        return execution
+
+    def execution_log(self, _query: dict[str, str], call_id: str) -> Any:
+        if call_id not in self.world.executions:
+            raise _error(404, "Execution not found")
+        return self.world.execution_log(call_id)
+
+    def agent_batches(self, _query: dict[str, str], agent_id: str) -> Any:
+        self._agent_or_404(agent_id)
+        return self.world.agent_batches(agent_id)
+
+    def batch_executions(self, _query: dict[str, str], batch_id: str) -> Any:
+        if batch_id not in self.world.batches:
+            raise _error(404, "Batch not found")
+        return self.world.batch_executions(batch_id)
+
+
+def _int_param(query: dict[str, str], name: str, default: int) -> int | None:
+    """The integer value of a query parameter, its default when absent, None when not an int."""
+    if name not in query:
+        return default
+    try:
+        return int(query[name])
+    except ValueError:
+        return None
+
+
+def _date_range(query: dict[str, str]) -> tuple[str | None, str | None]:
+    has_from, has_to = "from" in query, "to" in query
+    if has_from != has_to:
+        raise _error(400, "from and to must be provided together")
+    if not has_from:
+        return None, None
+    created_from = parse_query_time(query["from"], name="from", round_up=True)
+    created_to = parse_query_time(query["to"], name="to", round_up=False)
+    # Stored timestamps are fixed-width UTC, so string order is time order.
+    if created_to < created_from:
+        raise _error(400, "'to' must not be earlier than 'from'")
+    span = datetime.fromisoformat(created_to[:-1]) - datetime.fromisoformat(created_from[:-1])
+    if span > MAX_RANGE:
+        raise _error(400, "Date range cannot exceed 7 days")
+    return created_from, created_to
+
+
+def _filters(query: dict[str, str]) -> dict[str, Any]:
+    allowed = {
+        "status": ALL_STATUSES,
+        "call_type": ("inbound", "outbound"),
+        "provider": ("plivo", "twilio", "websocket", "web-call"),
+    }
+    filters: dict[str, Any] = {}
+    for name, choices in allowed.items():
+        if name in query:
+            if query[name] not in choices:
+                raise _error(
+                    400, f"Invalid value for '{name}': must be one of {', '.join(choices)}"
+                )
+            filters[name] = query[name]
+    if "answered_by_voice_mail" in query:
+        flag = query["answered_by_voice_mail"].lower()
+        if flag not in ("true", "false", "1", "0"):
+            raise _error(400, "Invalid value for 'answered_by_voice_mail': must be true or false")
+        filters["answered_by_voice_mail"] = flag in ("true", "1")
+    if "batch_id" in query:
+        filters["batch_id"] = query["batch_id"]
+    return filters
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Per-connection request handler; all state lives on the server object."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "FakeBolna/1.0"
+    sys_version = ""
+    # Headers and body go out in separate writes; without this Nagle adds ~40 ms per request.
+    disable_nagle_algorithm = True
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        """Stay quiet: the benchmarks send hundreds of thousands of requests."""
+
+    def do_GET(self) -> None:
+        self._serve()
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    def do_PUT(self) -> None:
+        self._serve()
+
+    def do_PATCH(self) -> None:
+        self._serve()
+
+    def do_DELETE(self) -> None:
+        self._serve()
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length:
+            self.rfile.read(length)  # drain the body so the connection stays usable
+        split = urlsplit(self.path)
+        path = split.path
+        # Last value wins for repeated parameters, as in the live API's framework.
+        query = {
+            name: values[-1]
+            for name, values in parse_qs(split.query, keep_blank_values=True).items()
+        }
+        api = self.server.api
+        if api.latency:
+            time.sleep(api.latency)
+        fault = api.take_fault(self.path)
+        if fault is not None and fault.kind == "reset":
+            api.log(LoggedRequest(self.command, path, query, 0))
+            self.close_connection = True
+            return
+        status, body, content_type, headers = self._answer(fault, path, query)
+        api.log(LoggedRequest(self.command, path, query, status))
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _answer(
+        self, fault: _Fault | None, path: str, query: dict[str, str]
+    ) -> tuple[int, bytes, str, dict[str, str]]:
+        if fault is not None:
+            return _fault_answer(fault)
+        if not self._authorized():
+            return 403, _json(AUTH_FAILURE), JSON_TYPE, {}
+        if self.command != "GET":
+            return 404, _json({"message": "Not Found"}), JSON_TYPE, {}
+        world = self.server.api.world
+        try:
+            # Encode under the lock, so a concurrent complete_pending cannot change a page mid-dump.
+            with world.lock:
+                return 200, _json(self.server.routes.answer(path, query)), JSON_TYPE, {}
+        except ApiError as error:
+            return error.status, _json(error.body), JSON_TYPE, {}
+
+    def _authorized(self) -> bool:
+        scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
+        return scheme.lower() == "bearer" and token.strip() == self.server.api.api_key
+
+
+def _fault_answer(fault: _Fault) -> tuple[int, bytes, str, dict[str, str]]:
+    """Status, body, content type and headers for an injected fault."""
+    if fault.kind == "html200":
+        return 200, _PROXY_PAGE, HTML_TYPE, {}
+    headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
+    try:
+        phrase = HTTPStatus(fault.status).phrase
+    except ValueError:  # non-standard codes such as Cloudflare's 520
+        phrase = "Error"
+    if fault.html:
+        page = f"<html><head><title>{fault.status} {phrase}</title></head><body><h1>{phrase}</h1>"
+        return fault.status, f"{page}</body></html>".encode(), HTML_TYPE, headers
+    return fault.status, _json({"message": phrase, "error": phrase}), JSON_TYPE, headers
+
+
+def _json(payload: Any) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+class _Server(ThreadingHTTPServer):
+    """ThreadingHTTPServer that remembers open connections so `stop` can end idle keep-alives."""
+
+    daemon_threads = True
+    request_queue_size = 128
+
+    def __init__(self, api: FakeBolnaServer, port: int) -> None:
+        self.api = api
+        self.routes = _Routes(api.world)
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+        self._stopping = False
+        super().__init__(("127.0.0.1", port), _Handler)
+
+    def track(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.add(connection)
+            if self._stopping:
+                # Accepted just before shutdown: end it now rather than idle in a join.
+                _shutdown_quietly(connection)
+
+    def untrack(self, connection: socket.socket) -> None:
+        with self._connections_lock:
+            self._connections.discard(connection)
+
+    def drop_connections(self) -> None:
+        """Wake handler threads blocked on idle keep-alive sockets so they can exit."""
+        with self._connections_lock:
+            self._stopping = True
+            for connection in self._connections:
+                _shutdown_quietly(connection)
+
+
+def _shutdown_quietly(connection: socket.socket) -> None:
+    with contextlib.suppress(OSError):  # the client may have closed it already
+        connection.shutdown(socket.SHUT_RDWR)
+
+
+class FakeBolnaServer:
+    """The fake Bolna API on 127.0.0.1 (ephemeral port), served from a daemon thread.
+
+    Use as a context manager (or `start()` / `stop()`). `url` is the base URL; `requests`
+    lists every request answered; `fail_next`, `reset_next`, `html_200_next` and `latency`
+    make it misbehave.
+    """
+
+    def __init__(self, world: World, api_key: str = "test-key", *, port: int = 0) -> None:
+        """Serve `world` to clients presenting `api_key` as a bearer token; port 0 = any free."""
+        self.world = world
+        self.api_key = api_key
+        self._port = port
+        self.latency = 0.0
+        self._log: list[LoggedRequest] = []
+        self._faults: list[_Fault] = []
+        self._lock = threading.Lock()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> Self:
+        """Bind the port and start serving in the background."""
+        if self._server is not None:
+            return self
+        self._server = _Server(self, self._port)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-bolna-api",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving, close client connections and wait for handler threads."""
+        if self._server is None:
+            return
+        self._server.shutdown()
+        self._server.drop_connections()
+        self._server.server_close()  # joins the handler threads
+        if self._thread is not None:
+            self._thread.join()
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> Self:
+        """Start on entering the block."""
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        """Stop on leaving the block."""
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        """The port the server listens on."""
+        if self._server is None:
+            msg = "server is not running"
+            raise RuntimeError(msg)
+        return self._server.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. http://127.0.0.1:54321 (no trailing slash)."""
+        return f"http://127.0.0.1:{self.port}"
+
+    # ------------------------------------------------------------------ request log
+
+    @property
+    def requests(self) -> list[LoggedRequest]:
+        """A snapshot of the requests answered so far, oldest first."""
+        with self._lock:
+            return list(self._log)
+
+    def clear_requests(self) -> None:
+        """Forget the requests logged so far."""
+        with self._lock:
+            self._log.clear()
+
+    def log(self, entry: LoggedRequest) -> None:
+        """Record one answered request (called by the handler threads)."""
+        with self._lock:
+            self._log.append(entry)
+
+    # ------------------------------------------------------------------ fault injection
+
+    def fail_next(
+        self,
+        n: int,
+        status: int = 503,
+        *,
+        retry_after: str | None = None,
+        path_contains: str | None = None,
+        html: bool = False,
+    ) -> None:
+        """Answer the next `n` matching requests with `status` instead of the real answer.
+
+        `retry_after` (seconds or an HTTP-date) is sent as the Retry-After header; `html` sends
+        an HTML error page instead of a JSON body; `path_contains` limits the fault to requests
+        whose path and query contain that text.
+        """
+        self._arm(_Fault("status", n, status, str(retry_after) if retry_after is not None else None,
+                         path_contains, html))  # fmt: skip
+
+    def reset_next(self, n: int, *, path_contains: str | None = None) -> None:
+        """Close the connection without any response for the next `n` matching requests."""
+        self._arm(_Fault("reset", n, path_contains=path_contains))
+
+    def html_200_next(self, n: int, *, path_contains: str | None = None) -> None:
+        """Answer the next `n` matching requests with 200 and an HTML page, like a captive proxy."""
+        self._arm(_Fault("html200", n, path_contains=path_contains))
+
+    def _arm(self, fault: _Fault) -> None:
+        if fault.remaining > 0:
+            with self._lock:
+                self._faults.append(fault)
+
+    def take_fault(self, target: str) -> _Fault | None:
+        """Use up one shot of the first armed fault matching this request target, if any."""
+        with self._lock:
+            for fault in self._faults:
+                if fault.matches(target):
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        self._faults.remove(fault)
+                    return fault
+        return None

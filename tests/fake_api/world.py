@@ -1,0 +1,927 @@
+"""The data behind the fake Bolna API: agents, their calls (executions), batches and account.
+
+A `World` is generated from a seed and a fixed "now", so the same arguments always give the same
+objects. Tests then change it while the server runs (`add_calls`, `complete_pending`), always
+under `world.lock`, and the per-agent index that serves the paged endpoint stays sorted.
+"""
+
+from __future__ import annotations
+
+import gc
+import random
+import threading
+import uuid
+from bisect import bisect_left, bisect_right, insort
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Sequence
+
+T = TypeVar("T")
+
+PENDING_STATUSES = ("scheduled", "queued", "rescheduled", "initiated", "ringing", "in-progress")
+FINAL_STATUSES = (
+    "completed",
+    "call-disconnected",
+    "busy",
+    "no-answer",
+    "failed",
+    "canceled",
+    "balance-low",
+    "stopped",
+    "error",
+)
+ALL_STATUSES = PENDING_STATUSES + FINAL_STATUSES
+
+# Shares of each final status in generated history; every status shows up in a few hundred calls.
+_GENERATED_FINAL_WEIGHTS = (70, 5, 5, 8, 4, 2, 1, 2, 3)
+# What pending calls become in `complete_pending`: mostly answered, a few not.
+_COMPLETION_STATUSES = ("completed", "no-answer", "busy", "failed")
+_COMPLETION_WEIGHTS = (80, 8, 6, 6)
+# Statuses where somebody actually talked, so there is a transcript, cost and recording.
+_CONVERSATION_STATUSES = frozenset({"completed", "call-disconnected", "stopped"})
+
+_RECENT_PENDING_WINDOW = timedelta(days=10)
+_BATCH_SHARE = 0.2
+_OLD_NAME_SHARE = (
+    0.05  # calls that still carry `conversation_time` instead of `conversation_duration`
+)
+_VOICE_MAIL_SHARE = 0.1
+_TRANSFER_SHARE_OF_COMPLETED = 0.14  # ~10% of all calls, since ~70% are completed
+# Version-4 / RFC 4122 variant bits, as uuid.UUID(version=4) sets them.
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+_MAX_ID = "\U0010ffff"  # sorts after any id, to bisect past every call at one timestamp
+
+_ERROR_MESSAGES = {
+    "failed": (
+        "Call failed: the destination number is unreachable",
+        "Call failed: telephony provider rejected the call (invalid number)",
+    ),
+    "error": (
+        "Internal error while connecting the call",
+        "Agent configuration error: synthesizer voice not found",
+    ),
+    "balance-low": ("Wallet balance too low to place the call",),
+}
+_HANGUP_BY_STATUS = {
+    "completed": (("Callee", "Normal Hangup", 4000), ("Agent", "Agent ended the call", 4010)),
+    "call-disconnected": (("Callee", "Call disconnected by user", 4000),),
+    "stopped": (("API", "Call stopped via API", 4020),),
+    "busy": (("Carrier", "Busy Line", 3010),),
+    "no-answer": (("Carrier", "No Answer", 3020),),
+    "failed": (("Carrier", "Unreachable", 3030),),
+    "canceled": (("API", "Canceled before dialing", 3040),),
+    "balance-low": (("Platform", "Balance low", 3050),),
+    "error": (("Platform", "Internal error", 5000),),
+}
+_CARRIERS = (
+    "Reliance Jio Infocomm Ltd (RJIL)",
+    "Bharti Airtel Ltd",
+    "Vodafone Idea Ltd",
+    "T-Mobile USA, Inc.",
+    "Verizon Wireless",
+)
+_AGENT_NAMES = (
+    "Alfred",
+    "Maya - Appointment Reminders",
+    "Support Line",
+    "Lead Qualifier",
+    "Payment Follow-up",
+    "Survey Bot",
+    "Receptionist",
+    "Renewals",
+)
+_FIRST_NAMES = ("Rahul", "Priya", "Aarav", "Ananya", "John", "Maria", "Wei", "Fatima", "Lucas")
+_TRANSCRIPT_LINES = (
+    "assistant: Hello, this is Maya calling from Acme Dental. Am I speaking with {name}?",
+    "user: Yes, speaking. Who is this?",
+    "assistant: I am calling to confirm your appointment for tomorrow at 10 AM.",
+    "user: Oh right, I had forgotten about that. Can we move it to the afternoon?",
+    "assistant: Of course. I have slots at 2 PM and at 4:30 PM. Which one suits you?",
+    "user: Two PM works for me.",
+    "assistant: Great, I have moved your appointment to 2 PM tomorrow.",
+    "user: Thank you so much.",
+    "assistant: Is there anything else I can help you with today?",
+    "user: No, that is all. Bye.",
+    "assistant: Thank you for your time, {name}. Have a wonderful day!",
+    "user: Hello? Sorry, the line was breaking up.",
+    "assistant: No problem. I was asking whether you are still interested in the offer.",
+    "user: I might be. How much does the premium plan cost per month?",
+    "assistant: The premium plan is 499 rupees per month, billed annually.",
+    "user: Let me think about it and call you back next week.",
+    "assistant: Sure, shall I schedule a callback for Monday at 11 AM?",
+    "user: Yes please, that would be helpful.",
+)
+
+
+def format_timestamp(moment: datetime) -> str:
+    """Render an aware datetime the way Bolna does: UTC, microseconds, trailing `Z`."""
+    if moment.tzinfo is not timezone.utc:
+        moment = moment.astimezone(timezone.utc)
+    return moment.replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
+
+
+def parse_timestamp(text: str) -> datetime:
+    """Read back a timestamp written by `format_timestamp`."""
+    return datetime.fromisoformat(text[:-1]).replace(tzinfo=timezone.utc)
+
+
+# `random.choice` / `randint` cost several Python calls each; generating 200,000 calls makes
+# millions of draws, so the hot path uses these one-liners on `rng.random()` instead.
+def _pick(rng: random.Random, options: Sequence[T]) -> T:
+    return options[int(rng.random() * len(options))]
+
+
+def _between(rng: random.Random, low: int, high: int) -> int:
+    return low + int(rng.random() * (high - low + 1))
+
+
+def humanize_age(moment: datetime, now: datetime) -> str:
+    """Describe how long ago `moment` was, like the API's `humanized_created_at`."""
+    seconds = max(0, int((now - moment).total_seconds()))
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count > 1 else ''} ago"
+    return "just now"
+
+
+def _utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass
+class _AgentIndex:
+    """One agent's calls sorted oldest first by (created_at, id), so date bounds are bisects."""
+
+    keys: list[tuple[str, str]] = field(default_factory=list)
+
+
+class World:
+    """Agents, calls, batches and account data that the fake API serves, plus ways to change them.
+
+    `executions` maps a call id to the object exactly as the API returns it. Change calls only
+    through `add_calls` and `complete_pending` (or leave `agent_id` and `created_at` alone): the
+    paged endpoint reads a per-agent index built from those two fields.
+    """
+
+    def __init__(self, *, now: datetime, seed: int, transcript_bytes: tuple[int, int]) -> None:
+        """Create an empty world; use `World.generate` to get one with history."""
+        if now.tzinfo is None:
+            msg = "now must be a timezone-aware datetime"
+            raise ValueError(msg)
+        low, high = transcript_bytes
+        if not 0 <= low <= high:
+            msg = "transcript_bytes must be (low, high) with 0 <= low <= high"
+            raise ValueError(msg)
+        self.now = now.astimezone(timezone.utc)
+        self.seed = seed
+        self.transcript_bytes = (low, high)
+        # Re-entrant so a test can hold it around several mutations, which also take it.
+        self.lock = threading.RLock()
+        # Where mutations read the time; tests may replace it to pin `updated_at`.
+        self.clock: Callable[[], datetime] = _utc_now
+        self.rng = random.Random(seed)  # noqa: S311 - reproducible test data, not secrets
+        self.agents: dict[str, dict[str, Any]] = {}
+        self.executions: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.phone_numbers: list[dict[str, Any]] = []
+        self.knowledgebases: list[dict[str, Any]] = []
+        self.user: dict[str, Any] = {}
+        self._index: dict[str, _AgentIndex] = {}
+        self._batch_members: dict[str, list[str]] = {}
+        self._agent_batches: dict[str, list[str]] = {}
+        self._agent_numbers: dict[str, str] = {}
+        self._pending: set[str] = set()
+        self._next_agent = 0
+        self._last_tick = self.now
+        self._corpus = self._build_corpus(max(high * 2, 65536))
+
+    # ------------------------------------------------------------------ generation
+
+    @classmethod
+    def generate(  # noqa: PLR0913, PLR0917 - these knobs are the public interface
+        cls,
+        seed: int = 1,
+        agents: int = 3,
+        calls: int = 1500,
+        days: float = 45,
+        now: datetime | None = None,
+        pending_fraction: float = 0.05,
+        transcript_bytes: tuple[int, int] = (200, 400),
+        old_pending: int = 0,
+    ) -> World:
+        """Build a world of `agents` agents and `calls` calls spread over the last `days` days.
+
+        Calls fall in [now - days, now - 1 minute], dealt to agents round-robin in time order.
+        A `pending_fraction` share of the calls from the last 10 days still has a pending
+        status; `old_pending` extra pending calls sit 20-30 days back, older than any sensible
+        look-back window.
+        """
+        if agents < 1 and calls + old_pending > 0:
+            msg = "calls need at least one agent"
+            raise ValueError(msg)
+        world = cls(now=now or _utc_now(), seed=seed, transcript_bytes=transcript_bytes)
+        # Millions of fresh dicts would trigger many full collections that find no garbage.
+        collecting = gc.isenabled()
+        gc.disable()
+        try:
+            world._populate(agents, calls, days, pending_fraction, old_pending)
+        finally:
+            if collecting:
+                gc.enable()
+        return world
+
+    def _populate(
+        self, agents: int, calls: int, days: float, pending_fraction: float, old_pending: int
+    ) -> None:
+        rng = self.rng
+        start = self.now - timedelta(days=days)
+        for position in range(agents):
+            self._create_agent(position, start)
+        self._create_batches(start)
+        self._create_account()
+
+        agent_ids = self.agent_ids
+        span_us = max(1, int((self.now - timedelta(minutes=1) - start) / timedelta(microseconds=1)))
+        moments = sorted(
+            start + timedelta(microseconds=rng.randrange(span_us)) for _ in range(calls)
+        )
+        recent = self.now - _RECENT_PENDING_WINDOW
+        final_statuses = rng.choices(FINAL_STATUSES, _GENERATED_FINAL_WEIGHTS, k=calls)
+        for number, created in enumerate(moments):
+            if created >= recent and rng.random() < pending_fraction:
+                status = rng.choice(PENDING_STATUSES)
+            else:
+                status = final_statuses[number]
+            self._create_call(agent_ids[number % agents], created, status, allow_batch=True)
+
+        old_span_us = int(timedelta(days=10) / timedelta(microseconds=1))
+        for number in range(old_pending):
+            created = (
+                self.now - timedelta(days=30) + timedelta(microseconds=rng.randrange(old_span_us))
+            )
+            status = rng.choice(PENDING_STATUSES)
+            self._create_call(agent_ids[number % agents], created, status, allow_batch=False)
+        self._refresh_batch_counts()
+
+    def _create_agent(self, position: int, history_start: datetime) -> None:
+        rng = self.rng
+        agent_id = self._new_uuid()
+        created = history_start - timedelta(days=1 + rng.random() * 30)
+        updated = created + (history_start - created) * rng.random()
+        name = _AGENT_NAMES[position % len(_AGENT_NAMES)]
+        if position >= len(_AGENT_NAMES):
+            name = f"{name} {position // len(_AGENT_NAMES) + 1}"
+        telephony = rng.choice(("twilio", "plivo"))
+        tasks = [self._conversation_task(telephony)]
+        if position % 2 == 0:
+            tasks.append(
+                {
+                    "task_type": "extraction",
+                    "tools_config": {
+                        "llm_agent": {
+                            "agent_type": "simple_llm_agent",
+                            "agent_flow_type": "streaming",
+                            "llm_config": {"provider": "openai", "model": "gpt-4o-mini"},
+                        },
+                        "synthesizer": None,
+                        "transcriber": None,
+                        "input": None,
+                        "output": None,
+                        "api_tools": None,
+                    },
+                    "toolchain": {"execution": "parallel", "pipelines": [["llm"]]},
+                    "task_config": {},
+                }
+            )
+        ingest: dict[str, Any] | None = None
+        if position % 3 == 1:
+            ingest = {
+                "source_type": "csv",
+                "source_url": None,
+                "source_auth_token": None,
+                "source_name": f"leads_{position}.csv",
+            }
+        self.agents[agent_id] = {
+            "id": agent_id,
+            "agent_name": name,
+            "agent_type": rng.choice(("other", "sales", "customer-support")),
+            "agent_status": "processed",
+            "created_at": format_timestamp(created),
+            "updated_at": format_timestamp(updated),
+            "tasks": tasks,
+            "agent_prompts": {
+                "task_1": {
+                    "system_prompt": f"You are {name}, a polite voice assistant. Be brief.",
+                },
+            },
+            "ingest_source_config": ingest,
+        }
+        self._index[agent_id] = _AgentIndex()
+        self._agent_batches[agent_id] = []
+        self._agent_numbers[agent_id] = self._phone_number("+1")
+
+    @staticmethod
+    def _conversation_task(telephony: str) -> dict[str, Any]:
+        return {
+            "task_type": "conversation",
+            "tools_config": {
+                "llm_agent": {
+                    "agent_type": "simple_llm_agent",
+                    "agent_flow_type": "streaming",
+                    "routes": None,
+                    "llm_config": {
+                        "agent_flow_type": "streaming",
+                        "provider": "openai",
+                        "family": "openai",
+                        "model": "gpt-4o-mini",
+                        "max_tokens": 150,
+                        "temperature": 0.2,
+                    },
+                },
+                "synthesizer": {
+                    "provider": "elevenlabs",
+                    "provider_config": {
+                        "voice": "Nila",
+                        "voice_id": "V9LCAAi4tTlqe9JadbCo",
+                        "model": "eleven_turbo_v2_5",
+                    },
+                    "stream": True,
+                    "buffer_size": 250,
+                    "audio_format": "wav",
+                },
+                "transcriber": {
+                    "provider": "deepgram",
+                    "model": "nova-2",
+                    "language": "en",
+                    "stream": True,
+                    "sampling_rate": 16000,
+                    "encoding": "linear16",
+                    "endpointing": 100,
+                },
+                "input": {"provider": telephony, "format": "wav"},
+                "output": {"provider": telephony, "format": "wav"},
+                "api_tools": None,
+            },
+            "toolchain": {
+                "execution": "parallel",
+                "pipelines": [["transcriber", "llm", "synthesizer"]],
+            },
+            "task_config": {
+                "hangup_after_silence": 10,
+                "incremental_delay": 400,
+                "number_of_words_for_interruption": 2,
+                "hangup_after_LLMCall": False,
+                "call_cancellation_prompt": None,
+                "backchanneling": False,
+                "ambient_noise": False,
+                "call_terminate": 90,
+                "voicemail": False,
+            },
+        }
+
+    def _create_batches(self, history_start: datetime) -> None:
+        """Give each agent a campaign roughly weekly; the first agent also has one not yet run."""
+        rng = self.rng
+        span = self.now - history_start
+        per_agent = max(1, round(span / timedelta(days=7)))
+        for position, agent_id in enumerate(self.agent_ids):
+            for number in range(per_agent):
+                created = (
+                    history_start
+                    + span * (number / per_agent)
+                    - timedelta(hours=rng.randint(1, 12))
+                )
+                self._add_batch(agent_id, created, created + timedelta(minutes=rng.randint(5, 90)))
+            if position == 0:
+                created = self.now - timedelta(hours=2)
+                self._add_batch(agent_id, created, self.now + timedelta(days=1))
+
+    def _add_batch(self, agent_id: str, created: datetime, scheduled: datetime) -> None:
+        batch_id = uuid.UUID(int=self.rng.getrandbits(128), version=4).hex
+        self.batches[batch_id] = {
+            "batch_id": batch_id,
+            "agent_id": agent_id,
+            "humanized_created_at": "",
+            "created_at": format_timestamp(created),
+            "updated_at": format_timestamp(created),
+            "status": "scheduled",
+            "scheduled_at": format_timestamp(scheduled),
+            "from_phone_number": self._agent_numbers[agent_id],
+            "from_phone_numbers": [self._agent_numbers[agent_id]],
+            "file_name": f"campaign_{len(self.batches) + 1}.csv",
+            "valid_contacts": 0,
+            "total_contacts": 0,
+            "execution_status": {},
+        }
+        self._batch_members[batch_id] = []
+        self._agent_batches[agent_id].append(batch_id)
+
+    def _create_account(self) -> None:
+        rng = self.rng
+        for agent_id in self.agent_ids:
+            self.phone_numbers.append(
+                self._phone_number_record(self._agent_numbers[agent_id], agent_id)
+            )
+        self.phone_numbers.append(self._phone_number_record(self._phone_number("+1"), None))
+        for name in ("pricing-faq.pdf", "product-catalogue.pdf"):
+            created = self.now - timedelta(days=rng.randint(40, 200))
+            self.knowledgebases.append(
+                {
+                    "rag_id": str(self._new_uuid()),
+                    "file_name": name,
+                    "humanized_created_at": humanize_age(created, self.now),
+                    "created_at": format_timestamp(created),
+                    "updated_at": format_timestamp(created + timedelta(minutes=3)),
+                    "vector_id": str(self._new_uuid()),
+                    "status": "processed",
+                    "chunk_size": 512,
+                    "similarity_top_k": 15,
+                    "overlapping": 128,
+                    "language_support": None,
+                }
+            )
+        self.user = {
+            "id": self._new_uuid(),
+            "name": "Demo Workspace",
+            "email": "owner@example.com",
+            "wallet": round(rng.uniform(5, 500), 2),
+            "concurrency": {"max": 10, "current": 0},
+        }
+
+    def _phone_number_record(self, number: str, agent_id: str | None) -> dict[str, Any]:
+        created = self.now - timedelta(days=self.rng.randint(60, 300))
+        updated = created + timedelta(days=self.rng.randint(0, 30))
+        renewal = created + timedelta(days=30 * ((self.now - created).days // 30 + 1))
+        return {
+            "id": uuid.UUID(int=self.rng.getrandbits(128), version=4).hex,
+            "humanized_created_at": humanize_age(created, self.now),
+            "created_at": format_timestamp(created),
+            "humanized_updated_at": humanize_age(updated, self.now),
+            "updated_at": format_timestamp(updated),
+            "renewal_at": renewal.strftime("%d %b, %Y"),
+            "phone_number": number,
+            "agent_id": agent_id,
+            "price": "$5.0",
+            "telephony_provider": self.rng.choice(("twilio", "plivo")),
+            "rented": True,
+        }
+
+    # ------------------------------------------------------------------ one call
+
+    def _create_call(
+        self, agent_id: str, created: datetime, status: str, *, allow_batch: bool
+    ) -> str:
+        """Make one call in `status`; final calls get their outcome filled in by `_finish_call`."""
+        rng = self.rng
+        call_id = self._new_uuid()
+        batch_id = self._pick_batch(agent_id, created) if allow_batch else None
+        old_shape = rng.random() < _OLD_NAME_SHARE
+        provider = _pick(rng, ("twilio", "plivo"))
+        call_type = "outbound" if batch_id or rng.random() < 0.7 else "inbound"
+        customer = self._phone_number(_pick(rng, ("+91", "+1")))
+        agent_number = self._agent_numbers[agent_id]
+        stamp = format_timestamp(created)
+        name = _pick(rng, _FIRST_NAMES)
+        execution: dict[str, Any] = {"id": call_id, "agent_id": agent_id}
+        # Old-shaped responses predate batches: the key is missing rather than null.
+        if batch_id or not old_shape:
+            execution["batch_id"] = batch_id
+        execution[("conversation_time" if old_shape else "conversation_duration")] = 0.0
+        execution.update(
+            {
+                "total_cost": 0.0,
+                "status": status,
+                "error_message": None,
+                "answered_by_voice_mail": False,
+                "transcript": None,
+                "created_at": stamp,
+                "updated_at": stamp,
+                "cost_breakdown": {
+                    "llm": 0.0,
+                    "network": 0.0,
+                    "platform": 0.0,
+                    "synthesizer": 0.0,
+                    "transcriber": 0.0,
+                },
+                "telephony_data": {
+                    "duration": None,
+                    "to_number": customer if call_type == "outbound" else agent_number,
+                    "from_number": agent_number if call_type == "outbound" else customer,
+                    "recording_url": None,
+                    "hosted_telephony": rng.random() < 0.5,
+                    "provider_call_id": None,
+                    "call_type": call_type,
+                    "provider": provider,
+                    "hangup_by": None,
+                    "hangup_reason": None,
+                    "hangup_provider_code": None,
+                    "ring_duration": None,
+                    "post_dial_delay": None,
+                    "to_number_carrier": _pick(rng, _CARRIERS),
+                },
+                "transfer_call_data": None,
+                "batch_run_details": None,
+                "extracted_data": None,
+                "context_details": {
+                    "recipient_data": {"name": name, "timezone": "Asia/Kolkata"},
+                    "recipient_phone_number": customer,
+                },
+            }
+        )
+        if batch_id:
+            execution["batch_run_details"] = {
+                "status": status,
+                "created_at": stamp,
+                "updated_at": stamp,
+                "retried": _pick(rng, (0, 0, 0, 1, 2)),
+            }
+            self._batch_members[batch_id].append(call_id)
+        self.executions[call_id] = execution
+        insort(self._index[agent_id].keys, (stamp, call_id))
+        if status in FINAL_STATUSES:
+            self._finish_call(execution, status, finished=None)
+        else:
+            self._start_ringing(execution, status)
+            self._pending.add(call_id)
+        return call_id
+
+    def _start_ringing(self, execution: dict[str, Any], status: str) -> None:
+        """Fill what a pending call already knows: a provider id once dialled, zero duration."""
+        rng = self.rng
+        created = parse_timestamp(execution["created_at"])
+        self._set_updated(
+            execution, self._settle(created, created + timedelta(seconds=rng.uniform(0.2, 5)))
+        )
+        if status in ("initiated", "ringing", "in-progress"):
+            telephony = execution["telephony_data"]
+            telephony["provider_call_id"] = self._provider_call_id(telephony["provider"])
+            telephony["duration"] = self._duration_value(execution["id"], 0)
+            telephony["post_dial_delay"] = _between(rng, 0, 3)
+
+    def _finish_call(
+        self, execution: dict[str, Any], status: str, finished: datetime | None
+    ) -> None:
+        """Give a call its final outcome; `finished` None means "some time after it started"."""
+        rng = self.rng
+        call_id = execution["id"]
+        telephony = execution["telephony_data"]
+        talked = status in _CONVERSATION_STATUSES
+        ring = _between(rng, 2, 25) if status not in ("canceled", "balance-low", "error") else 0
+        seconds = _between(rng, 8, 420) if talked else 0
+        conversation = round(seconds + rng.random(), 3) if talked else 0.0
+        execution["status"] = status
+        execution[
+            "conversation_time" if "conversation_time" in execution else "conversation_duration"
+        ] = conversation
+        if status in _ERROR_MESSAGES:
+            execution["error_message"] = _pick(rng, _ERROR_MESSAGES[status])
+        execution["answered_by_voice_mail"] = talked and rng.random() < _VOICE_MAIL_SHARE / 0.77
+        execution["transcript"] = self._transcript() if talked else None
+        if talked:
+            cost = {
+                "llm": round(seconds * rng.uniform(0.004, 0.02), 3),
+                "network": round(seconds * rng.uniform(0.01, 0.03), 3),
+                "platform": round(seconds * 0.0333, 3),
+                "synthesizer": round(seconds * rng.uniform(0.01, 0.05), 3),
+                "transcriber": round(seconds * rng.uniform(0.002, 0.01), 3),
+            }
+        else:
+            cost = dict.fromkeys(("llm", "network", "platform", "synthesizer", "transcriber"), 0.0)
+            cost["network"] = round(ring * 0.01, 3)
+        execution["cost_breakdown"] = cost
+        execution["total_cost"] = round(sum(cost.values()), 3)
+        if status != "canceled" and telephony["provider_call_id"] is None:
+            telephony["provider_call_id"] = self._provider_call_id(telephony["provider"])
+        telephony["duration"] = self._duration_value(call_id, seconds + ring)
+        telephony["ring_duration"] = ring
+        telephony["post_dial_delay"] = _between(rng, 0, 3)
+        hangup_by, reason, code = _pick(rng, _HANGUP_BY_STATUS[status])
+        telephony.update(hangup_by=hangup_by, hangup_reason=reason, hangup_provider_code=code)
+        if talked:
+            telephony["recording_url"] = (
+                "https://bolna-call-recordings.s3.us-east-1.amazonaws.com/"
+                f"AC{rng.getrandbits(128):032x}/RE{rng.getrandbits(128):032x}"
+            )
+            execution["extracted_data"] = (
+                {
+                    "user_interested": rng.random() < 0.5,
+                    "callback_user": rng.random() < 0.3,
+                    "preferred_slot": _pick(rng, ("2 PM", "4:30 PM", None)),
+                }
+                if rng.random() < 0.6
+                else None
+            )
+        if status == "completed" and rng.random() < _TRANSFER_SHARE_OF_COMPLETED:
+            transfer_seconds = _between(rng, 10, 300)
+            # Opposite type from the parent's duration, so one record can hold both shapes.
+            as_text = not self._duration_is_text(call_id)
+            execution["transfer_call_data"] = {
+                "provider_call_id": self._provider_call_id(telephony["provider"]),
+                "status": "completed",
+                "duration": str(transfer_seconds) if as_text else transfer_seconds,
+                "cost": round(transfer_seconds * 0.02, 3),
+                "to_number": self._phone_number("+91"),
+                "from_number": telephony["from_number"],
+                "recording_url": (
+                    "https://bolna-call-recordings.s3.us-east-1.amazonaws.com/"
+                    f"AC{rng.getrandbits(128):032x}/RE{rng.getrandbits(128):032x}"
+                ),
+                "hangup_by": "Callee",
+                "hangup_reason": "Normal Hangup",
+                "hangup_provider_code": 4000,
+            }
+        if finished is None:
+            created = parse_timestamp(execution["created_at"])
+            finished = self._settle(
+                created, created + timedelta(seconds=ring + conversation + rng.uniform(1, 30))
+            )
+        self._set_updated(execution, finished)
+
+    def _settle(self, created: datetime, wanted: datetime) -> datetime:
+        """Cap a generated `updated_at` at `now`, but never before the call's own `created_at`."""
+        return max(created, min(wanted, self.now))
+
+    @staticmethod
+    def _set_updated(execution: dict[str, Any], moment: datetime) -> None:
+        stamp = format_timestamp(moment)
+        execution["updated_at"] = stamp
+        run = execution.get("batch_run_details")
+        if run is not None:
+            run["status"] = execution["status"]
+            run["updated_at"] = stamp
+
+    def _pick_batch(self, agent_id: str, created: datetime) -> str | None:
+        """Put ~20% of calls in the agent's latest campaign that had started by then."""
+        if self.rng.random() >= _BATCH_SHARE:
+            return None
+        stamp = format_timestamp(created)
+        started = [
+            b for b in self._agent_batches[agent_id] if self.batches[b]["scheduled_at"] <= stamp
+        ]
+        return max(started, key=lambda b: self.batches[b]["scheduled_at"]) if started else None
+
+    @staticmethod
+    def _duration_is_text(call_id: str) -> bool:
+        # Half the calls by id parity, so a call keeps its shape when it completes later.
+        return int(call_id[-1], 16) % 2 == 1
+
+    def _duration_value(self, call_id: str, seconds: int) -> int | str:
+        return str(seconds) if self._duration_is_text(call_id) else seconds
+
+    def _provider_call_id(self, provider: str) -> str:
+        if provider == "twilio":
+            return f"CA{self.rng.getrandbits(128):032x}"
+        return self._new_uuid()
+
+    def _phone_number(self, country: str) -> str:
+        return f"{country}{_between(self.rng, 6_000_000_000, 9_999_999_999)}"
+
+    def _new_uuid(self) -> str:
+        """Same text as `str(uuid.UUID(int=rng.getrandbits(128), version=4))`, at half the cost."""
+        bits = (self.rng.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET
+        text = f"{bits:032x}"
+        return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+    def _build_corpus(self, size: int) -> str:
+        """Dialogue text that transcripts are cut from (ASCII, so characters equal bytes)."""
+        rng = random.Random(self.seed ^ 0x7A5C)  # noqa: S311 - reproducible text, not secrets
+        lines: list[str] = []
+        length = 0
+        while length < size:
+            line = _pick(rng, _TRANSCRIPT_LINES).format(name=_pick(rng, _FIRST_NAMES)) + "\n"
+            lines.append(line)
+            length += len(line)
+        text = "".join(lines)
+        return text + text  # doubled so any slice of up to `size` characters fits without wrapping
+
+    def _transcript(self) -> str:
+        low, high = self.transcript_bytes
+        length = _between(self.rng, low, high)
+        start = self._corpus.find("assistant:", self.rng.randrange(len(self._corpus) // 2))
+        return self._corpus[start : start + length]
+
+    def _refresh_batch_counts(self, batch_ids: Iterable[str] | None = None) -> None:
+        """Recompute batch status and counters from the batch's calls."""
+        for batch_id in self.batches if batch_ids is None else batch_ids:
+            batch = self.batches[batch_id]
+            members = [self.executions[call_id] for call_id in self._batch_members[batch_id]]
+            counts = Counter(call["status"] for call in members)
+            batch["execution_status"] = dict(sorted(counts.items()))
+            if not batch["valid_contacts"]:
+                batch["valid_contacts"] = len(members)
+                batch["total_contacts"] = len(members) + (len(members) // 10)
+            if not members:
+                batch["status"] = "scheduled"
+            elif any(status in PENDING_STATUSES for status in counts):
+                batch["status"] = "queued"
+            else:
+                batch["status"] = "executed"
+            if members:
+                batch["updated_at"] = max(call["updated_at"] for call in members)
+
+    # ------------------------------------------------------------------ public API
+
+    @property
+    def agent_ids(self) -> list[str]:
+        """Agent ids in creation order."""
+        return list(self.agents)
+
+    def pending_ids(self) -> set[str]:
+        """Ids of calls whose status can still change."""
+        with self.lock:
+            return set(self._pending)
+
+    def add_calls(
+        self,
+        n: int,
+        *,
+        agent_id: str | None = None,
+        created_at: datetime | None = None,
+        status: str | None = None,
+    ) -> list[str]:
+        """Add `n` new calls and return their ids.
+
+        Without `created_at` each call is stamped with the world clock (strictly increasing,
+        never before `world.now`); with it, all `n` share that instant. Without `agent_id` the
+        calls are dealt round-robin over the agents. `status` defaults to "completed"; a pending
+        status gives a call that `complete_pending` can later finish.
+        """
+        status = status or "completed"
+        if status not in ALL_STATUSES:
+            msg = f"unknown status {status!r}"
+            raise ValueError(msg)
+        if agent_id is not None and agent_id not in self.agents:
+            msg = f"unknown agent {agent_id!r}"
+            raise KeyError(msg)
+        with self.lock:
+            new_ids = []
+            for _ in range(n):
+                owner = agent_id
+                if owner is None:
+                    owner = self.agent_ids[self._next_agent % len(self.agents)]
+                    self._next_agent += 1
+                moment = created_at.astimezone(timezone.utc) if created_at else self._tick()
+                # New calls are not part of a campaign, so batch listings stay as generated.
+                new_ids.append(self._create_call(owner, moment, status, allow_batch=False))
+            return new_ids
+
+    def complete_pending(self, *, ids: Iterable[str] | None = None) -> list[str]:
+        """Move pending calls (all, or those of `ids` that are pending) to a final status.
+
+        Most become "completed", some "no-answer", "busy" or "failed" (with an error
+        message). `updated_at` becomes the current world clock; `created_at` never changes.
+        Returns the ids that changed, in the order they were processed.
+        """
+        ids = None if ids is None else list(ids)
+        with self.lock:
+            if ids is None:
+                targets = sorted(
+                    self._pending, key=lambda call_id: self.executions[call_id]["created_at"]
+                )
+            else:
+                targets = [call_id for call_id in ids if call_id in self._pending]
+                unknown = [call_id for call_id in ids if call_id not in self.executions]
+                if unknown:
+                    msg = f"unknown execution ids: {unknown}"
+                    raise KeyError(msg)
+            finished = self._tick()
+            touched_batches = set()
+            for call_id in targets:
+                execution = self.executions[call_id]
+                status = self.rng.choices(_COMPLETION_STATUSES, _COMPLETION_WEIGHTS)[0]
+                self._finish_call(execution, status, finished=finished)
+                self._pending.discard(call_id)
+                if execution.get("batch_id"):
+                    touched_batches.add(execution["batch_id"])
+            self._refresh_batch_counts(touched_batches)
+            return targets
+
+    def _tick(self) -> datetime:
+        """The time for a mutation: the clock, but never before `now` and always moving forward."""
+        moment = max(
+            self.clock().astimezone(timezone.utc),
+            self.now,
+            self._last_tick + timedelta(microseconds=1),
+        )
+        self._last_tick = moment
+        return moment
+
+    def current_time(self) -> datetime:
+        """The world's latest moment (`now`, or the last mutation), used for "humanized" ages.
+
+        Not the wall clock, so listings stay the same from one request to the next.
+        """
+        return self._last_tick
+
+    # ------------------------------------------------------------------ reads for the server
+
+    def list_executions(  # noqa: PLR0913 - mirrors the endpoint's query parameters
+        self,
+        agent_id: str,
+        *,
+        created_from: str | None = None,
+        created_to: str | None = None,
+        filters: dict[str, Any] | None = None,
+        page_number: int = 1,
+        page_size: int = 20,
+    ) -> tuple[int, list[dict[str, Any]]]:
+        """One page of an agent's calls, newest first, and how many calls match in total.
+
+        `created_from` / `created_to` are inclusive bounds written like `format_timestamp`, so
+        they compare as strings at full microsecond precision. `filters` keys: status,
+        call_type, provider, answered_by_voice_mail (bool), batch_id. Call under `lock`.
+        """
+        keys = self._index[agent_id].keys
+        low = 0 if created_from is None else bisect_left(keys, (created_from,))
+        high = len(keys) if created_to is None else bisect_right(keys, (created_to, _MAX_ID))
+        offset = (page_number - 1) * page_size
+        if not filters:
+            total = max(0, high - low)
+            # Newest first: position `offset` counts back from the end of the slice.
+            stop = high - offset
+            start = max(low, stop - page_size)
+            chosen = (
+                [self.executions[call_id] for _, call_id in reversed(keys[start:stop])]
+                if stop > low
+                else []
+            )
+            return total, chosen
+        matching = [
+            self.executions[call_id]
+            for _, call_id in reversed(keys[low:high])
+            if _matches(self.executions[call_id], filters)
+        ]
+        return len(matching), matching[offset : offset + page_size]
+
+    def batch_executions(self, batch_id: str) -> list[dict[str, Any]]:
+        """A batch's calls, newest first. Call under `lock`."""
+        calls = [self.executions[call_id] for call_id in self._batch_members[batch_id]]
+        return sorted(calls, key=lambda call: (call["created_at"], call["id"]), reverse=True)
+
+    def agent_batches(self, agent_id: str) -> list[dict[str, Any]]:
+        """An agent's batches as served, newest first, with ages relative to the clock."""
+        now = self.current_time()
+        served = []
+        for batch_id in reversed(self._agent_batches[agent_id]):
+            batch = {
+                key: value for key, value in self.batches[batch_id].items() if key != "agent_id"
+            }
+            batch["humanized_created_at"] = humanize_age(parse_timestamp(batch["created_at"]), now)
+            served.append(batch)
+        return served
+
+    def account(self) -> dict[str, Any]:
+        """The `/user/me` object; concurrency counts calls ringing or in progress right now."""
+        busy = sum(
+            1
+            for call_id in self._pending
+            if self.executions[call_id]["status"] in ("ringing", "in-progress")
+        )
+        return {**self.user, "concurrency": {"max": 10, "current": min(busy, 10)}}
+
+    def execution_log(self, call_id: str) -> dict[str, Any]:
+        """The raw log of one call (same content on every request, derived from its id)."""
+        execution = self.executions[call_id]
+        lines: list[dict[str, Any]] = []
+        transcript = execution.get("transcript")
+        if transcript:
+            rng = random.Random(call_id)  # noqa: S311 - same log on every request
+            moment = parse_timestamp(execution["created_at"])
+            turns = [turn for turn in transcript.splitlines() if turn][:6]
+            for turn in turns:
+                speaker, _, text = turn.partition(": ")
+                moment += timedelta(seconds=rng.uniform(0.5, 4))
+                if speaker == "user":
+                    lines.append(_log_line(moment, "response", "transcriber", "deepgram", text))
+                    lines.append(_log_line(moment, "request", "llm", "openai", text))
+                else:
+                    lines.append(_log_line(moment, "response", "llm", "openai", text))
+                    lines.append(_log_line(moment, "request", "synthesizer", "elevenlabs", text))
+        return {"status": "success", "data": lines}
+
+
+def _log_line(
+    moment: datetime, direction: str, component: str, provider: str, text: str
+) -> dict[str, Any]:
+    return {
+        "created_at": format_timestamp(moment),
+        "type": direction,
+        "component": component,
+        "provider": provider,
+        "data": text,
+    }
+
+
+def _matches(execution: dict[str, Any], filters: dict[str, Any]) -> bool:
+    telephony = execution.get("telephony_data") or {}
+    for name, wanted in filters.items():
+        actual = telephony.get(name) if name in ("call_type", "provider") else execution.get(name)
+        if actual != wanted:
+            return False
+    return True

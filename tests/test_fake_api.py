@@ -1,0 +1,621 @@
+"""Tests of the fake Bolna API itself: if it drifts from the live API, tap tests prove nothing."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.fake_api import FINAL_STATUSES, PENDING_STATUSES, FakeBolnaServer, World
+from tests.fake_api.world import format_timestamp, parse_timestamp
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=timezone.utc)
+KEY = "test-key"
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_world(**overrides) -> World:
+    options = {"seed": 7, "agents": 3, "calls": 900, "days": 30, "now": NOW}
+    options.update(overrides)
+    return World.generate(**options)
+
+
+@pytest.fixture(scope="module")
+def shared_world() -> World:
+    """Read-only world shared by the tests that do not change anything."""
+    return make_world(pending_fraction=0.2)
+
+
+@pytest.fixture(scope="module")
+def shared_api(shared_world):
+    with FakeBolnaServer(shared_world, api_key=KEY) as api:
+        yield api
+
+
+@pytest.fixture
+def api(shared_api):
+    shared_api.clear_requests()
+    return shared_api
+
+
+@pytest.fixture
+def session():
+    with requests.Session() as http:
+        http.headers["Authorization"] = f"Bearer {KEY}"
+        yield http
+
+
+def executions_url(api, agent_id: str) -> str:
+    return f"{api.url}/v2/agent/{agent_id}/executions"
+
+
+def newest_first(world: World, agent_id: str) -> list[dict]:
+    calls = [call for call in world.executions.values() if call["agent_id"] == agent_id]
+    return sorted(calls, key=lambda call: (call["created_at"], call["id"]), reverse=True)
+
+
+def fetch_all(session, url: str, **params) -> tuple[list[dict], list[dict]]:
+    """Every call and every envelope (without data), following has_more."""
+    calls, envelopes, page = [], [], 1
+    while True:
+        response = session.get(url, params={**params, "page_number": page})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        calls.extend(body.pop("data"))
+        envelopes.append(body)
+        if not body["has_more"]:
+            return calls, envelopes
+        page += 1
+
+
+# ---------------------------------------------------------------- paging and ordering
+
+
+def test_pages_reach_every_call_exactly_once_newest_first(api, shared_world, session):
+    agent_id = shared_world.agent_ids[1]
+    expected = newest_first(shared_world, agent_id)
+
+    calls, envelopes = fetch_all(session, executions_url(api, agent_id), page_size=50)
+
+    assert [call["id"] for call in calls] == [call["id"] for call in expected]
+    assert len(expected) == 300
+    assert {env["total"] for env in envelopes} == {300}
+    assert [env["page_number"] for env in envelopes] == [1, 2, 3, 4, 5, 6]
+    assert [env["has_more"] for env in envelopes] == [True] * 5 + [False]
+    assert all(env["page_size"] == 50 for env in envelopes)
+
+
+def test_page_past_the_end_is_empty_and_default_page_size_is_20(api, shared_world, session):
+    url = executions_url(api, shared_world.agent_ids[0])
+
+    beyond = session.get(url, params={"page_number": 99, "page_size": 50}).json()
+    first = session.get(url).json()
+
+    assert beyond["data"] == []
+    assert beyond["has_more"] is False
+    assert beyond["total"] == 300
+    assert (first["page_size"], len(first["data"]), first["has_more"]) == (20, 20, True)
+
+
+def test_ties_on_created_at_are_ordered_by_id_and_stable():
+    world = make_world(calls=30)
+    instant = NOW - timedelta(hours=1)
+    tied = world.add_calls(5, agent_id=world.agent_ids[0], created_at=instant)
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        stamp = format_timestamp(instant)
+        params = {"from": stamp, "to": stamp, "page_size": 2}
+        runs = [
+            fetch_all(session, executions_url(api, world.agent_ids[0]), **params)[0] for _ in "ab"
+        ]
+
+    first_run, second_run = ([call["id"] for call in run] for run in runs)
+    assert first_run == sorted(tied, reverse=True)
+    assert second_run == first_run
+
+
+# ---------------------------------------------------------------- from / to
+
+
+def test_from_and_to_are_inclusive_at_both_ends(api, shared_world, session):
+    agent_id = shared_world.agent_ids[2]
+    ordered = newest_first(shared_world, agent_id)
+    newest_in, oldest_in = ordered[40], ordered[80]
+    params = {"from": oldest_in["created_at"], "to": newest_in["created_at"], "page_size": 50}
+
+    calls, envelopes = fetch_all(session, executions_url(api, agent_id), **params)
+
+    assert [call["id"] for call in calls] == [call["id"] for call in ordered[40:81]]
+    assert envelopes[0]["total"] == 41
+
+
+def test_bounds_compare_at_full_precision(api, shared_world, session):
+    agent_id = shared_world.agent_ids[2]
+    ordered = newest_first(shared_world, agent_id)
+    newest_in, oldest_in = ordered[40], ordered[80]
+    one_us = timedelta(microseconds=1)
+    params = {
+        "from": format_timestamp(parse_timestamp(oldest_in["created_at"]) + one_us),
+        "to": format_timestamp(parse_timestamp(newest_in["created_at"]) - one_us),
+        "page_size": 50,
+    }
+
+    calls, _ = fetch_all(session, executions_url(api, agent_id), **params)
+
+    assert [call["id"] for call in calls] == [call["id"] for call in ordered[41:80]]
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        ("2026-02-20T00:00:00Z", "2026-02-27T00:00:00Z"),
+        ("2026-02-20T00:00:00+00:00", "2026-02-27T00:00:00.000+00:00"),
+        ("2026-02-20T05:30:00+05:30", "2026-02-26T19:00:00.000000-05:00"),
+    ],
+)
+def test_iso_spellings_of_the_same_window_select_the_same_calls(
+    api, shared_world, session, start, end
+):
+    agent_id = shared_world.agent_ids[0]
+    low = datetime(2026, 2, 20, tzinfo=timezone.utc)
+    high = datetime(2026, 2, 27, tzinfo=timezone.utc)
+    expected = [
+        call["id"]
+        for call in newest_first(shared_world, agent_id)
+        if low <= parse_timestamp(call["created_at"]) <= high
+    ]
+
+    calls, _ = fetch_all(
+        session, executions_url(api, agent_id), page_size=50, **{"from": start, "to": end}
+    )
+
+    assert 50 < len(expected) == len(calls)
+    assert [call["id"] for call in calls] == expected
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        (
+            {"from": "2026-02-01T00:00:00Z", "to": "2026-02-09T00:00:00Z"},
+            "Date range cannot exceed 7 days",
+        ),
+        (
+            {"from": "2026-02-01T00:00:00Z", "to": "2026-02-08T00:00:00.000001Z"},
+            "Date range cannot exceed 7 days",
+        ),
+        ({"from": "2026-02-01T00:00:00Z"}, "from and to must be provided together"),
+        ({"to": "2026-02-01T00:00:00Z"}, "from and to must be provided together"),
+        ({"from": "2026-02-08T00:00:00Z", "to": "2026-02-01T00:00:00Z"}, "earlier"),
+        ({"from": "2026-02-01", "to": "2026-02-02"}, "Invalid 'from'"),
+        ({"from": "2026-02-01T00:00:00", "to": "2026-02-02T00:00:00"}, "Invalid 'from'"),
+        ({"from": "2026-02-30T00:00:00Z", "to": "2026-03-01T00:00:00Z"}, "Invalid 'from'"),
+        ({"page_size": 51}, "page_size must be between 1 and 50"),
+        ({"page_size": 0}, "page_size must be between 1 and 50"),
+        ({"page_size": "ten"}, "page_size must be between 1 and 50"),
+        ({"page_number": 0}, "page_number"),
+        ({"status": "done"}, "status"),
+    ],
+)
+def test_invalid_queries_are_rejected_with_400(api, shared_world, session, params, message):
+    response = session.get(executions_url(api, shared_world.agent_ids[0]), params=params)
+
+    assert response.status_code == 400
+    assert message in response.json()["message"]
+    assert api.requests[-1].status == 400
+
+
+def test_exactly_seven_days_is_allowed(api, shared_world, session):
+    params = {"from": "2026-02-01T00:00:00Z", "to": "2026-02-08T00:00:00Z", "page_size": 50}
+
+    response = session.get(executions_url(api, shared_world.agent_ids[0]), params=params)
+
+    assert response.status_code == 200
+    assert response.json()["total"] > 0
+
+
+def test_unencoded_plus_in_offset_is_rejected(api, shared_world):
+    # A client that forgets to URL-encode "+00:00" sends a space; the API cannot parse it.
+    path = f"/v2/agent/{shared_world.agent_ids[0]}/executions"
+    query = "from=2026-02-01T00:00:00+00:00&to=2026-02-02T00:00:00+00:00"
+    connection = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
+    try:
+        connection.request("GET", f"{path}?{query}", headers={"Authorization": f"Bearer {KEY}"})
+        response = connection.getresponse()
+        body = json.loads(response.read())
+    finally:
+        connection.close()
+
+    assert response.status == 400
+    assert "Invalid 'from'" in body["message"]
+
+
+# ---------------------------------------------------------------- filters
+
+
+def test_filters_match_counts_in_the_world(api, shared_world, session):
+    agent_id = shared_world.agent_ids[0]
+    mine = newest_first(shared_world, agent_id)
+    cases = {
+        ("status", "completed"): [c for c in mine if c["status"] == "completed"],
+        ("call_type", "inbound"): [
+            c for c in mine if c["telephony_data"]["call_type"] == "inbound"
+        ],
+        ("provider", "plivo"): [c for c in mine if c["telephony_data"]["provider"] == "plivo"],
+        ("answered_by_voice_mail", "true"): [c for c in mine if c["answered_by_voice_mail"]],
+    }
+    batch_id = next(c["batch_id"] for c in mine if c.get("batch_id"))
+    cases["batch_id", batch_id] = [c for c in mine if c.get("batch_id") == batch_id]
+
+    for (name, value), expected in cases.items():
+        calls, envelopes = fetch_all(
+            session, executions_url(api, agent_id), page_size=50, **{name: value}
+        )
+        assert 0 < len(expected) < len(mine), name
+        assert [c["id"] for c in calls] == [c["id"] for c in expected], name
+        assert envelopes[0]["total"] == len(expected)
+
+
+# ---------------------------------------------------------------- auth and errors
+
+
+@pytest.mark.parametrize("header", [None, "Bearer wrong-key", f"Token {KEY}", KEY])
+def test_missing_or_wrong_key_gets_403_with_detail_and_no_key(api, shared_world, header):
+    headers = {"Authorization": header} if header else {}
+    with requests.Session() as anonymous:
+        response = anonymous.get(executions_url(api, shared_world.agent_ids[0]), headers=headers)
+
+    assert response.status_code == 403
+    assert response.json() == {"detail": "Invalid or expired API key"}
+    assert "wrong-key" not in response.text
+    assert KEY not in response.text
+    assert api.requests[-1].status == 403
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [
+        ("/v2/agent/00000000-0000-4000-8000-000000000000/executions", "Agent not found"),
+        ("/v2/agent/00000000-0000-4000-8000-000000000000", "Agent not found"),
+        ("/batches/00000000-0000-4000-8000-000000000000/all", "Agent not found"),
+        ("/batches/0123456789abcdef0123456789abcdef/executions", "Batch not found"),
+        ("/executions/00000000-0000-4000-8000-000000000000", "Execution not found"),
+        ("/executions/00000000-0000-4000-8000-000000000000/log", "Execution not found"),
+        ("/v1/nothing/here", "Not Found"),
+    ],
+)
+def test_unknown_things_get_404_json(api, session, path, message):
+    response = session.get(f"{api.url}{path}")
+
+    assert response.status_code == 404
+    assert response.headers["Content-Type"] == "application/json"
+    assert response.json()["message"] == message
+
+
+def test_fail_next_429_sends_retry_after_then_recovers(api, shared_world, session):
+    url = executions_url(api, shared_world.agent_ids[0])
+    api.fail_next(2, 429, retry_after="7", path_contains="/executions")
+
+    other = session.get(f"{api.url}/v2/agent/all")
+    first, second, third = (session.get(url) for _ in range(3))
+
+    assert other.status_code == 200
+    assert (first.status_code, second.status_code, third.status_code) == (429, 429, 200)
+    assert first.headers["Retry-After"] == "7"
+    assert "message" in first.json()
+    assert "Retry-After" not in third.headers
+    assert [entry.status for entry in api.requests] == [200, 429, 429, 200]
+
+
+def test_fail_next_html_error_page(api, session):
+    api.fail_next(1, 502, html=True)
+
+    response = session.get(f"{api.url}/user/me")
+
+    assert response.status_code == 502
+    assert response.headers["Content-Type"].startswith("text/html")
+    assert response.text.lstrip().startswith("<html")
+
+
+def test_reset_next_drops_the_connection_without_a_response(api, session):
+    api.reset_next(1, path_contains="/user/me")
+
+    with pytest.raises(requests.ConnectionError):
+        session.get(f"{api.url}/user/me")
+    after = session.get(f"{api.url}/user/me")
+
+    assert after.status_code == 200
+    assert [(entry.path, entry.status) for entry in api.requests] == [
+        ("/user/me", 0),
+        ("/user/me", 200),
+    ]
+
+
+def test_html_200_next_looks_like_a_proxy_page(api, session):
+    api.html_200_next(1)
+
+    response = session.get(f"{api.url}/v2/agent/all")
+
+    assert response.status_code == 200
+    assert response.headers["Content-Type"].startswith("text/html")
+    with pytest.raises(requests.JSONDecodeError):
+        response.json()
+    assert session.get(f"{api.url}/v2/agent/all").headers["Content-Type"] == "application/json"
+
+
+def test_requests_are_logged_with_query(api, shared_world, session):
+    url = executions_url(api, shared_world.agent_ids[0])
+
+    session.get(url, params={"page_size": 5, "page_number": 2})
+
+    (entry,) = api.requests
+    assert (entry.method, entry.path, entry.status) == (
+        "GET",
+        f"/v2/agent/{shared_world.agent_ids[0]}/executions",
+        200,
+    )
+    assert entry.query == {"page_size": "5", "page_number": "2"}
+
+
+def test_connections_are_kept_alive(api):
+    connection = http.client.HTTPConnection("127.0.0.1", api.port, timeout=5)
+    try:
+        sockets = []
+        for _ in range(3):
+            connection.request("GET", "/user/me", headers={"Authorization": f"Bearer {KEY}"})
+            response = connection.getresponse()
+            response.read()
+            sockets.append(connection.sock)
+    finally:
+        connection.close()
+
+    assert response.status == 200
+    assert response.version == 11
+    assert sockets[0] is not None
+    assert all(sock is sockets[0] for sock in sockets)
+
+
+# ---------------------------------------------------------------- data shapes
+
+
+def test_generated_calls_mix_the_shapes_the_tap_must_accept(shared_world):
+    calls = list(shared_world.executions.values())
+    durations = Counter(type(c["telephony_data"]["duration"]).__name__ for c in calls)
+    transfers = [c["transfer_call_data"] for c in calls if c["transfer_call_data"]]
+    final = [c for c in calls if c["status"] in FINAL_STATUSES]
+
+    assert durations["int"] > 200
+    assert durations["str"] > 200
+    text_durations = [c["telephony_data"]["duration"] for c in calls]
+    assert all(value.isdigit() for value in text_durations if isinstance(value, str))
+    assert {type(t["duration"]) for t in transfers} == {int, str}
+    assert 20 < sum("conversation_time" in c for c in calls) < 100
+    assert all(("conversation_time" in c) != ("conversation_duration" in c) for c in calls)
+    assert 100 < sum(bool(c.get("batch_id")) for c in calls) < 300
+    assert all(re.fullmatch(r"[0-9a-f]{32}", c["batch_id"]) for c in calls if c.get("batch_id"))
+    assert set(Counter(c["status"] for c in final)) == set(FINAL_STATUSES)
+    assert all(c["error_message"] for c in calls if c["status"] in ("failed", "error"))
+    stamp = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z")
+    assert all(stamp.fullmatch(c["created_at"]) and stamp.fullmatch(c["updated_at"]) for c in calls)
+    assert all(c["updated_at"] >= c["created_at"] for c in calls)
+    assert all(200 <= len(c["transcript"].encode()) <= 400 for c in calls if c["transcript"])
+
+
+def test_pending_calls_are_recent_unless_asked_for_old_ones():
+    world = make_world(pending_fraction=0.3, old_pending=4)
+    pending = [world.executions[call_id] for call_id in world.pending_ids()]
+    ages = sorted(NOW - parse_timestamp(call["created_at"]) for call in pending)
+    old = [age for age in ages if age > timedelta(days=10)]
+
+    assert len(world.executions) == 904
+    assert all(call["status"] in PENDING_STATUSES for call in pending)
+    assert all(call["transcript"] is None for call in pending)
+    assert len(old) == 4
+    assert all(timedelta(days=20) <= age <= timedelta(days=30) for age in old)
+    assert len(pending) > 50
+
+
+def test_same_seed_and_now_give_the_same_world_and_other_seeds_differ():
+    first, second, other = make_world(), make_world(), make_world(seed=8)
+
+    assert first.agent_ids == second.agent_ids
+    assert json.dumps(first.executions) == json.dumps(second.executions)
+    assert first.agent_ids != other.agent_ids
+    assert all(re.fullmatch(r"[0-9a-f-]{36}", agent_id) for agent_id in first.agent_ids)
+
+
+def test_batches_agree_with_the_calls_that_name_them(api, shared_world, session):
+    agent_id = shared_world.agent_ids[0]
+    batches = session.get(f"{api.url}/batches/{agent_id}/all").json()
+    used = {
+        c["batch_id"]
+        for c in shared_world.executions.values()
+        if c["agent_id"] == agent_id and c.get("batch_id")
+    }
+
+    assert used <= {batch["batch_id"] for batch in batches}
+    for batch in batches:
+        members = session.get(f"{api.url}/batches/{batch['batch_id']}/executions").json()
+        assert all(call["batch_id"] == batch["batch_id"] for call in members)
+        assert all(call["batch_run_details"]["status"] == call["status"] for call in members)
+        assert sum(batch["execution_status"].values()) == len(members) == batch["valid_contacts"]
+        assert {
+            "humanized_created_at",
+            "scheduled_at",
+            "file_name",
+            "total_contacts",
+        } <= batch.keys()
+
+
+def test_account_listings_are_bare_arrays_and_objects(api, shared_world, session):
+    agents = session.get(f"{api.url}/v2/agent/all").json()
+    one = session.get(f"{api.url}/v2/agent/{shared_world.agent_ids[1]}").json()
+    numbers = session.get(f"{api.url}/phone-numbers/all").json()
+    bases = session.get(f"{api.url}/knowledgebase/all").json()
+    me = session.get(f"{api.url}/user/me").json()
+    call_id = newest_first(shared_world, shared_world.agent_ids[1])[5]["id"]
+    call = session.get(f"{api.url}/executions/{call_id}").json()
+    log = session.get(f"{api.url}/executions/{call_id}/log").json()
+
+    assert [agent["id"] for agent in agents] == shared_world.agent_ids
+    assert one == agents[1]
+    assert {
+        "agent_name",
+        "agent_status",
+        "tasks",
+        "agent_prompts",
+        "ingest_source_config",
+    } <= one.keys()
+    assert {n["agent_id"] for n in numbers} == {*shared_world.agent_ids, None}
+    assert all(re.fullmatch(r"\+\d{11,12}", n["phone_number"]) for n in numbers)
+    assert len(bases) == 2
+    assert {"rag_id", "vector_id", "status"} <= bases[0].keys()
+    assert {"id", "name", "email", "wallet"} <= me.keys()
+    assert {"max", "current"} == me["concurrency"].keys()
+    assert call == shared_world.executions[call_id]
+    assert log["status"] == "success"
+    assert all(
+        {"created_at", "type", "component", "provider", "data"} <= line.keys()
+        for line in log["data"]
+    )
+
+
+# ---------------------------------------------------------------- changing the world
+
+
+def test_complete_pending_changes_status_and_updated_at_but_not_created_at():
+    world = make_world(pending_fraction=0.3)
+    world.clock = lambda: NOW + timedelta(hours=1)
+    before = {call_id: dict(world.executions[call_id]) for call_id in world.pending_ids()}
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        changed = world.complete_pending()
+        served = {
+            call_id: session.get(f"{api.url}/executions/{call_id}").json() for call_id in changed
+        }
+
+    assert set(changed) == set(before)
+    assert len(changed) > 20
+    assert world.pending_ids() == set()
+    assert all(call["status"] in FINAL_STATUSES for call in served.values())
+    assert Counter(call["status"] for call in served.values())["completed"] > len(changed) / 2
+    assert all(
+        call["created_at"] == before[call_id]["created_at"] for call_id, call in served.items()
+    )
+    assert {call["updated_at"] for call in served.values()} == {"2026-03-01T13:00:00.000000Z"}
+    assert all(call["error_message"] for call in served.values() if call["status"] == "failed")
+
+
+def test_complete_pending_only_touches_the_given_pending_ids():
+    world = make_world(pending_fraction=0.3)
+    pending = sorted(world.pending_ids())
+    final_id = next(
+        call_id for call_id, call in world.executions.items() if call["status"] == "completed"
+    )
+    untouched = dict(world.executions[final_id])
+
+    changed = world.complete_pending(ids=[pending[0], final_id])
+
+    assert changed == [pending[0]]
+    assert world.pending_ids() == set(pending[1:])
+    assert world.executions[final_id] == untouched
+
+
+def test_add_calls_become_visible_newest_first():
+    world = make_world(calls=60)
+    agent_id = world.agent_ids[2]
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        url = executions_url(api, agent_id)
+        before = session.get(url).json()
+        new_ids = world.add_calls(3, agent_id=agent_id)
+        pending_ids = world.add_calls(3, status="ringing")
+        after = session.get(url).json()
+
+    assert after["total"] == before["total"] + 4
+    assert [call["id"] for call in after["data"][:4]] == [pending_ids[2], *reversed(new_ids)]
+    assert all(world.executions[call_id]["status"] == "completed" for call_id in new_ids)
+    assert set(pending_ids) <= world.pending_ids()
+    assert {world.executions[call_id]["agent_id"] for call_id in pending_ids} == set(
+        world.agent_ids
+    )
+    assert all(
+        world.executions[call_id]["created_at"] > format_timestamp(NOW) for call_id in new_ids
+    )
+
+
+def test_mutations_while_serving_keep_pages_consistent():
+    world = make_world(calls=300, pending_fraction=0.5)
+    agent_id = world.agent_ids[0]
+    stop = threading.Event()
+
+    def churn():
+        while not stop.is_set():
+            world.add_calls(2, status="in-progress")
+            world.complete_pending()
+
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        worker = threading.Thread(target=churn)
+        worker.start()
+        try:
+            pages = [
+                session.get(executions_url(api, agent_id), params={"page_size": 50})
+                for _ in range(40)
+            ]
+        finally:
+            stop.set()
+            worker.join()
+
+    bodies = [page.json() for page in pages]
+    assert all(page.status_code == 200 for page in pages)
+    assert bodies[-1]["total"] > bodies[0]["total"]
+    for body in bodies:
+        keys = [(call["created_at"], call["id"]) for call in body["data"]]
+        assert keys == sorted(keys, reverse=True)
+        assert all(call["agent_id"] == agent_id for call in body["data"])
+
+
+# ---------------------------------------------------------------- command line
+
+
+def test_cli_prints_the_url_and_stops_cleanly_on_sigterm():
+    command = [
+        sys.executable,
+        "-m",
+        "tests.fake_api",
+        "--port",
+        "0",
+        "--calls",
+        "40",
+        "--api-key",
+        "cli-key",
+    ]
+    with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            line = process.stdout.readline().strip()
+            assert re.fullmatch(r"FAKE_BOLNA_URL=http://127\.0\.0\.1:\d+", line)
+            url = line.split("=", 1)[1]
+            with requests.Session() as session:
+                response = session.get(
+                    f"{url}/v2/agent/all", headers={"Authorization": "Bearer cli-key"}
+                )
+            assert response.status_code == 200
+            assert len(response.json()) == 3
+        finally:
+            process.send_signal(signal.SIGTERM)
+            remaining = process.stdout.read()
+            returncode = process.wait(timeout=10)
+
+    assert returncode == 0
+    assert remaining == ""
