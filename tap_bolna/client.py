@@ -7,6 +7,7 @@ import decimal
 import email.utils
 import math
 import random
+import re
 import sys
 import time
 import typing as t
@@ -24,6 +25,9 @@ if t.TYPE_CHECKING:
 
     import requests
     from singer_sdk.helpers.types import Context
+    from singer_sdk.streams.rest import RequestFunc
+
+    from tap_bolna.prefetch import RequestRateLimiter
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -115,6 +119,8 @@ class BolnaStream(RESTStream):
 
     # Bare JSON arrays are the norm; enveloped endpoints override parse_response.
     records_jsonpath = "$[*]"
+    # Shared by every stream of a tap run (set by the tap) when max_requests_per_second is set.
+    rate_limiter: RequestRateLimiter | None = None
 
     @property
     @override
@@ -171,10 +177,24 @@ class BolnaStream(RESTStream):
 
     def not_found_message(self, path: str, detail: str) -> str:
         """The error for a 404; streams under an agent say which agent."""
-        agent_id = (self.context or {}).get("agent_id")
+        # From the URL, not self.context: with parallel fetching a request may be for another
+        # agent than the partition the main thread is syncing.
+        agent_id = path_parameters(self.path or "", path).get("agent_id")
         if agent_id:
             return f"Unknown agent {agent_id!r}: Bolna answered HTTP 404 on {path} ({detail})"
         return f"Bolna answered HTTP 404 on {path}: {detail}"
+
+    @override
+    def request_decorator(self, func: RequestFunc) -> RequestFunc:
+        limiter = self.rate_limiter
+        if limiter is None:
+            return super().request_decorator(func)
+
+        def limited(*args: t.Any, **kwargs: t.Any) -> requests.Response:
+            limiter.wait()  # every attempt, retries included, takes a turn
+            return func(*args, **kwargs)
+
+        return super().request_decorator(limited)
 
     @override
     def backoff_wait_generator(self) -> Generator[float, BaseException | None, None]:
@@ -202,6 +222,13 @@ class BolnaStream(RESTStream):
 
         request: Callable[[], requests.Response] = self.request_decorator(send)
         return response_json(request())
+
+
+def path_parameters(template: str, path: str) -> dict[str, str]:
+    """Values of `{name}` placeholders of a path template in a concrete path, if it matches."""
+    pattern = re.sub(r"\\\{(\w+)\\\}", r"(?P<\1>[^/]+)", re.escape(template))
+    match = re.fullmatch(pattern, path)
+    return match.groupdict() if match else {}
 
 
 def retry_waits(

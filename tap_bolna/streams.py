@@ -6,10 +6,19 @@ import datetime as dt
 import decimal
 import sys
 import typing as t
+from dataclasses import dataclass
 
 from tap_bolna import schemas
 from tap_bolna.client import BolnaAPIError, BolnaStream, HasMorePaginator, response_json
-from tap_bolna.windows import AgentBookmark, EmitFilter, PendingCall, parse_timestamp, plan_sync
+from tap_bolna.prefetch import OrderedPrefetcher
+from tap_bolna.windows import (
+    AgentBookmark,
+    EmitFilter,
+    PendingCall,
+    Window,
+    parse_timestamp,
+    plan_sync,
+)
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -17,7 +26,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Iterator
 
     import requests
     from singer_sdk.helpers.types import Context, Record
@@ -38,12 +47,19 @@ class AgentsStream(BolnaStream):
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         agents = list(super().get_records(context))  # one bare array: it is in memory already
         wanted = list(dict.fromkeys(self.config.get("agent_ids") or []))
-        if not wanted:
-            yield from agents
-            return
-        listed = {agent["id"]: agent for agent in agents}
-        # Resolve every configured id before emitting anything, so a typo fails fast.
-        yield from [listed.get(agent_id) or self.fetch_agent(agent_id) for agent_id in wanted]
+        if wanted:
+            listed = {agent["id"]: agent for agent in agents}
+            # Resolve every configured id before emitting anything, so a typo fails fast.
+            agents = [listed.get(agent_id) or self.fetch_agent(agent_id) for agent_id in wanted]
+        self.announce_to_children(agents)
+        yield from agents
+
+    def announce_to_children(self, agents: list[dict[str, t.Any]]) -> None:
+        """Tell per-agent streams which agents come, in order, before their syncs start."""
+        contexts = [self.get_child_context(agent, None) for agent in agents]
+        for child in self.child_streams:
+            if isinstance(child, AgentScopedStream):
+                child.announce_agents(contexts)
 
     def fetch_agent(self, agent_id: str) -> dict[str, t.Any]:
         """An agent the list does not show; a 404 names the configured id."""
@@ -64,6 +80,9 @@ class AgentScopedStream(BolnaStream):
     """A stream read once per agent; `agent_id` is set on every record from the context."""
 
     parent_stream_type = AgentsStream
+
+    def announce_agents(self, contexts: list[Context]) -> None:
+        """The agents the parent is about to sync, in order (used for fetching ahead)."""
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
@@ -161,23 +180,51 @@ class ExecutionsStream(AgentScopedStream):
             params["from"], params["to"] = context["from"], context["to"]
         return params
 
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+        """Per-run plans, and the agents the parent announced for parallel fetching."""
+        super().__init__(*args, **kwargs)
+        self._sync_time = dt.datetime.now(dt.timezone.utc)
+        self._agent_syncs: dict[str, AgentSync] = {}
+        self._announced: list[Context] = []
+        self._prefetcher: OrderedPrefetcher[WindowJob, list[dict]] | None = None
+
+    @override
+    def announce_agents(self, contexts: list[Context]) -> None:
+        # A new sync of the parent starts: one "now" for every agent's last window.
+        self._sync_time = dt.datetime.now(dt.timezone.utc)
+        self._agent_syncs.clear()
+        self._announced = list(contexts) if self.selected else []
+
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         if context is None:  # pragma: no cover - always called per agent by the parent
             return
-        agent_id = context["agent_id"]
-        partition_state = self.get_context_state(context)
-        bookmark = AgentBookmark.from_state(partition_state)
-        now = dt.datetime.now(dt.timezone.utc)
-        end = min(self.configured_time("end_date") or now, now)
-        start_date = self.configured_time("start_date")
+        agent = self.agent_sync(context)
+        emit = EmitFilter(agent.bookmark, lower_bound=agent.lower_bound)
+        for window, records in self.fetch_windows(agent):
+            for record in records:
+                if emit.should_emit(record, window):
+                    yield record
+            emit.complete(window)
+            self.checkpoint(context, agent.bookmark)
+        if agent.has_no_calls:
+            # Remember that the agent had no calls, so the next sync starts from here.
+            agent.bookmark.synced_through = agent.end
+            self.checkpoint(context, agent.bookmark)
 
-        first_created_at = start_date
-        if bookmark.synced_through is None and start_date is None:
+    def agent_sync(self, context: Context) -> AgentSync:
+        """Plan one agent's sync (once per run): its bookmark, where to start, its windows."""
+        agent_id = context["agent_id"]
+        if agent_id in self._agent_syncs:
+            return self._agent_syncs.pop(agent_id)
+        bookmark = AgentBookmark.from_state(self.get_context_state(context))
+        now = self._sync_time
+        end = min(self.configured_time("end_date") or now, now)
+        first_created_at = self.configured_time("start_date")
+        if bookmark.synced_through is None and first_created_at is None:
             # No start date and no bookmark: learn where the history begins, then walk windows
             # from there, so even the first full backfill checkpoints and resumes.
             first_created_at = self.oldest_created_at(context) or end
-
         plan = plan_sync(
             bookmark,
             first_created_at=first_created_at,
@@ -187,18 +234,58 @@ class ExecutionsStream(AgentScopedStream):
             pending_lookback_days=self.config["pending_lookback_days"],
         )
         self.forget_expired_pending(agent_id, bookmark, plan.expired_pending)
-        emit = EmitFilter(bookmark, lower_bound=first_created_at)
-        for window in plan.windows:
-            window_context = {**context, **window.params()}
-            for record in self.request_records(window_context):
-                if emit.should_emit(record, window):
-                    yield record
-            emit.complete(window)
-            self.checkpoint(context, bookmark)
-        if not plan.windows and bookmark.synced_through is None and first_created_at == end:
-            # The agent has no calls at all: remember that, so the next sync starts from here.
-            bookmark.synced_through = end
-            self.checkpoint(context, bookmark)
+        return AgentSync(context, bookmark, plan.windows, first_created_at, end)
+
+    def fetch_windows(self, agent: AgentSync) -> Iterator[tuple[Window, Iterable[dict]]]:
+        """Each window of the agent with its records, in order.
+
+        With max_workers 1 the pages stream straight from the API. Otherwise whole windows
+        come from the prefetcher, which is already fetching the next windows and agents.
+        """
+        agent_id = agent.context["agent_id"]
+        announced = any(c["agent_id"] == agent_id for c in self._announced)
+        if self.config["max_workers"] <= 1 or not announced:
+            for window in agent.windows:
+                yield window, self.request_records({**agent.context, **window.params()})
+            return
+        prefetcher = self.prefetcher()
+        for window in agent.windows:
+            job, records = prefetcher.next_result(lambda job: job.agent_id == agent_id)
+            if job.window != window:  # pragma: no cover - the plan is made once per agent
+                msg = f"prefetched {job.window} for agent {agent_id}, expected {window}"
+                raise RuntimeError(msg)
+            yield window, records
+
+    def prefetcher(self) -> OrderedPrefetcher[WindowJob, list[dict]]:
+        """The pool fetching every announced agent's windows, in sync order (made once)."""
+        if self._prefetcher is None:
+            workers = self.config["max_workers"]
+            self._prefetcher = OrderedPrefetcher(
+                self.window_jobs(),
+                self.fetch_window,
+                max_workers=workers,
+                lookahead=2 * workers,  # bounds memory to that many windows
+            )
+        return self._prefetcher
+
+    def window_jobs(self) -> Iterator[WindowJob]:
+        """Every window of every announced agent, planned lazily in the main thread."""
+        for context in self._announced:
+            agent = self.agent_sync(context)
+            self._agent_syncs[context["agent_id"]] = agent  # reused when the SDK gets there
+            for window in agent.windows:
+                yield WindowJob(context["agent_id"], context, window)
+
+    def fetch_window(self, job: WindowJob) -> list[dict]:
+        """All records of one window (runs in a worker thread)."""
+        return list(self.request_records({**job.context, **job.window.params()}))
+
+    @override
+    def finalize_state_progress_markers(self, state: dict | None = None) -> None:
+        if state is None and self._prefetcher is not None:
+            self._prefetcher.close()  # the stream's last call of a sync
+            self._prefetcher = None
+        super().finalize_state_progress_markers(state)
 
     def checkpoint(self, context: Context, bookmark: AgentBookmark) -> None:
         """Write the agent's bookmark and emit STATE, right after a window's last record.
@@ -288,6 +375,31 @@ class ExecutionLogsStream(BolnaStream):
         lines = body.get("data") if isinstance(body, dict) else body
         for position, line in enumerate(lines or ()):
             yield {**line, "position": position}
+
+
+@dataclass
+class AgentSync:
+    """What one agent's sync will do, decided before its first request."""
+
+    context: Context
+    bookmark: AgentBookmark
+    windows: list[Window]
+    lower_bound: dt.datetime | None  # start_date or the oldest call; None with a bookmark
+    end: dt.datetime
+
+    @property
+    def has_no_calls(self) -> bool:
+        """Never synced and nothing to walk: the agent has no calls at all."""
+        return not self.windows and self.bookmark.synced_through is None and self.lower_bound == self.end
+
+
+@dataclass(frozen=True)
+class WindowJob:
+    """One window of one agent, fetched ahead by the prefetcher."""
+
+    agent_id: str
+    context: Context
+    window: Window
 
 
 def normalize_execution(row: dict[str, t.Any]) -> dict[str, t.Any]:

@@ -9,7 +9,7 @@ import os
 import subprocess
 import sys
 import typing as t
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -124,24 +124,30 @@ class FakeAccount:
 
     world: World
     api: FakeBolnaServer
-    extra: dict[str, t.Any] = field(default_factory=dict)
+    max_workers: int = 1
 
     def config(self, **overrides: t.Any) -> dict[str, t.Any]:
-        """A tap config pointing at this fake API."""
-        return make_config(self.api, **overrides)
+        """A tap config pointing at this fake API, with this test's max_workers."""
+        return make_config(self.api, max_workers=self.max_workers, **overrides)
+
+
+@pytest.fixture(params=[1, 4], ids=["sequential", "4-workers"])
+def max_workers(request: pytest.FixtureRequest) -> int:
+    """Correctness must not depend on parallel fetching: tests run with 1 and 4 workers."""
+    return t.cast("int", request.param)
 
 
 @pytest.fixture
-def account() -> t.Iterator[FakeAccount]:
+def account(max_workers: int) -> t.Iterator[FakeAccount]:
     """The issue's reference account: 3 agents, 1,500 calls over 45 days."""
     world = World.generate(seed=7, agents=3, calls=1500, days=45)
     with FakeBolnaServer(world, api_key=API_KEY) as api:
-        yield FakeAccount(world, api)
+        yield FakeAccount(world, api, max_workers)
 
 
 @pytest.fixture
-def small_account() -> t.Iterator[FakeAccount]:
+def small_account(max_workers: int) -> t.Iterator[FakeAccount]:
     """A small account for error-path tests: 2 agents, 120 calls over 10 days."""
     world = World.generate(seed=3, agents=2, calls=120, days=10)
     with FakeBolnaServer(world, api_key=API_KEY) as api:
-        yield FakeAccount(world, api)
+        yield FakeAccount(world, api, max_workers)

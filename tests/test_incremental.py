@@ -140,10 +140,10 @@ def test_sync_with_nothing_new_makes_one_request_per_agent(account: FakeAccount)
     assert len(execution_requests(account)) == len(account.world.agent_ids)
 
 
-def test_no_start_date_extracts_whole_history_in_windows() -> None:
+def test_no_start_date_extracts_whole_history_in_windows(max_workers: int) -> None:
     world = World.generate(seed=11, agents=2, calls=400, days=120)
     with FakeBolnaServer(world, api_key="k") as api:
-        result = run_tap({"api_key": "k", "api_url": api.url})
+        result = run_tap({"api_key": "k", "api_url": api.url, "max_workers": max_workers})
         requests = [r for r in api.requests if r.path.endswith("/executions")]
 
     assert sorted(result.ids()) == sorted(world.executions)
@@ -156,18 +156,18 @@ def test_no_start_date_extracts_whole_history_in_windows() -> None:
     assert len(dated) >= 2 * (120 // 7)
 
 
-def test_agent_without_calls_gets_a_bookmark() -> None:
+def test_agent_without_calls_gets_a_bookmark(max_workers: int) -> None:
     world = World.generate(seed=5, agents=2, calls=0, days=10)
     with FakeBolnaServer(world, api_key="k") as api:
-        first = run_tap({"api_key": "k", "api_url": api.url})
+        first = run_tap({"api_key": "k", "api_url": api.url, "max_workers": max_workers})
         assert first.ids() == []
         assert all(p.get("replication_key_value") for p in partitions(first.final_state).values())
         new_ids = world.add_calls(4)
-        second = run_tap({"api_key": "k", "api_url": api.url}, state=first.final_state)
+        second = run_tap({"api_key": "k", "api_url": api.url, "max_workers": max_workers}, state=first.final_state)
     assert sorted(second.ids()) == sorted(new_ids)
 
 
-def test_calls_exactly_on_window_edges_are_emitted_once() -> None:
+def test_calls_exactly_on_window_edges_are_emitted_once(max_workers: int) -> None:
     now = dt.datetime.now(dt.timezone.utc)
     start = (now - dt.timedelta(days=30)).replace(microsecond=0)
     world = World.generate(seed=2, agents=1, calls=50, days=25, now=now)
@@ -176,7 +176,7 @@ def test_calls_exactly_on_window_edges_are_emitted_once() -> None:
     on_edges = [i for edge in edges for i in world.add_calls(2, agent_id=agent, created_at=edge)]
     at_start = world.add_calls(1, agent_id=agent, created_at=start)
     with FakeBolnaServer(world, api_key="k") as api:
-        result = run_tap({"api_key": "k", "api_url": api.url, "start_date": start.isoformat()})
+        result = run_tap({"api_key": "k", "api_url": api.url, "max_workers": max_workers, "start_date": start.isoformat()})
         froms = {r.query.get("from") for r in api.requests}
 
     ids = result.ids()
@@ -208,10 +208,12 @@ def test_start_date_later_than_bookmark_wins(account: FakeAccount) -> None:
     assert min(created) >= later
 
 
-def test_pending_calls_older_than_lookback_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+def test_pending_calls_older_than_lookback_are_warned_about(
+    caplog: pytest.LogCaptureFixture, max_workers: int
+) -> None:
     world = World.generate(seed=9, agents=1, calls=100, days=40, old_pending=3)
     with FakeBolnaServer(world, api_key="k") as api:
-        config = {"api_key": "k", "api_url": api.url, "start_date": days_ago(45)}
+        config = {"api_key": "k", "api_url": api.url, "max_workers": max_workers, "start_date": days_ago(45)}
         first = run_tap(config)
         old = {
             i
@@ -231,10 +233,10 @@ def test_pending_calls_older_than_lookback_are_warned_about(caplog: pytest.LogCa
     assert all(parse_timestamp(r.query["from"]) >= horizon for r in api.requests if "from" in r.query)
 
 
-def test_longer_lookback_follows_older_pending_calls() -> None:
+def test_longer_lookback_follows_older_pending_calls(max_workers: int) -> None:
     world = World.generate(seed=9, agents=1, calls=100, days=40, old_pending=3)
     with FakeBolnaServer(world, api_key="k") as api:
-        config = {"api_key": "k", "api_url": api.url, "start_date": days_ago(45), "pending_lookback_days": 35}
+        config = {"api_key": "k", "api_url": api.url, "max_workers": max_workers, "start_date": days_ago(45), "pending_lookback_days": 35}
         first = run_tap(config)
         completed = set(world.complete_pending())
         second = run_tap(config, state=first.final_state)
@@ -293,11 +295,11 @@ def test_batches_carry_their_agent(account: FakeAccount) -> None:
 
 
 @pytest.mark.parametrize("status", sorted(PENDING_STATUSES))
-def test_every_pending_status_is_followed(status: str) -> None:
+def test_every_pending_status_is_followed(status: str, max_workers: int) -> None:
     world = World.generate(seed=4, agents=1, calls=10, days=5)
     call_id = world.add_calls(1, status=status)[0]
     with FakeBolnaServer(world, api_key="k") as api:
-        config = {"api_key": "k", "api_url": api.url, "start_date": days_ago(6)}
+        config = {"api_key": "k", "api_url": api.url, "max_workers": max_workers, "start_date": days_ago(6)}
         first = run_tap(config)
         world.complete_pending(ids=[call_id])
         second = run_tap(config, state=first.final_state)

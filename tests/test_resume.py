@@ -43,10 +43,15 @@ def run_until_states(config_path: Path, states_wanted: int) -> tuple[list[dict],
     return messages, proc.returncode
 
 
-def test_kill_mid_backfill_then_resume_loses_nothing(tmp_path: Path) -> None:
+def test_kill_mid_backfill_then_resume_loses_nothing(tmp_path: Path, max_workers: int) -> None:
     world = World.generate(seed=21, agents=2, calls=1200, days=50)
     with FakeBolnaServer(world, api_key=API_KEY) as api:
-        config = {"api_key": API_KEY, "api_url": api.url, "start_date": days_ago(55)}
+        config = {
+            "api_key": API_KEY,
+            "api_url": api.url,
+            "start_date": days_ago(55),
+            "max_workers": max_workers,
+        }
         config_path = tmp_path / "config.json"
         config_path.write_text(json.dumps(config))
 
