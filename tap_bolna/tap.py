@@ -12,6 +12,7 @@ from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
 
 from tap_bolna import streams
 from tap_bolna.client import BACKOFF_MAX_TRIES, BolnaAPIError, BolnaStream
+from tap_bolna.prefetch import RequestRateLimiter
 from tap_bolna.windows import parse_timestamp
 
 if sys.version_info >= (3, 12):

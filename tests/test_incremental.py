@@ -5,10 +5,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import threading
 from collections import Counter
 
 import pytest
 
+from tap_bolna.prefetch import RequestRateLimiter
 from tap_bolna.windows import PENDING_STATUSES, parse_timestamp
 from tests.conftest import API_KEY, FakeAccount, days_ago, partitions, run_tap
 from tests.fake_api import FINAL_STATUSES, FakeBolnaServer, World
@@ -304,3 +306,19 @@ def test_every_pending_status_is_followed(status: str, max_workers: int) -> None
         world.complete_pending(ids=[call_id])
         second = run_tap(config, state=first.final_state)
     assert second.ids() == [call_id]
+
+
+def test_rate_limit_applies_to_every_request(account: FakeAccount, monkeypatch: pytest.MonkeyPatch) -> None:
+    turns = []
+    original = RequestRateLimiter.wait
+
+    def counted(self: RequestRateLimiter) -> None:
+        turns.append(threading.current_thread().name)
+        original(self)
+
+    monkeypatch.setattr(RequestRateLimiter, "wait", counted)
+    run_tap(account.config(start_date=days_ago(20), max_requests_per_second=1000))
+
+    assert len(turns) == len(account.api.requests) > 0
+    if account.max_workers > 1:
+        assert any(name.startswith("bolna-fetch") for name in turns)
