@@ -1,0 +1,317 @@
+"""Plumbing for the benchmarks: measured child processes, the fake API, the tap's files."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import gc
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tests.fake_api import FakeBolnaServer, World
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the project venv that runs the benchmark also runs the tap
+TAP = BIN / "tap-bolna"
+BARE_LOOP = Path(__file__).with_name("bare_loop.py")
+LAUNCHER = Path(__file__).with_name("launch.py")
+API_KEY = "bench-key"
+PAGE_SIZE = 50
+CHILD_TIMEOUT_SECONDS = 1800.0
+
+
+class BenchmarkError(RuntimeError):
+    """A benchmark could not produce a figure (a child failed, or read the wrong data)."""
+
+
+@dataclass(frozen=True)
+class WorldSize:
+    """How much call history the fake API serves."""
+
+    agents: int
+    calls: int  # in total, spread over the agents
+    days: float
+    transcript_bytes: tuple[int, int] = (1000, 2000)
+
+    def describe(self) -> str:
+        low, high = self.transcript_bytes
+        return (
+            f"{self.calls:,} executions, {self.agents} agents, {self.days:g} days, "
+            f"transcripts {low}-{high} B"
+        )
+
+
+@contextlib.contextmanager
+def fake_api(size: WorldSize, *, latency: float = 0.0) -> Iterator[FakeBolnaServer]:
+    """Generate a world of `size` and serve it on 127.0.0.1 until the block ends."""
+    started = time.perf_counter()
+    world = World.generate(
+        seed=1,
+        agents=size.agents,
+        calls=size.calls,
+        days=size.days,
+        transcript_bytes=size.transcript_bytes,
+    )
+    # The server threads run in this process: keep the cycle collector off the world's objects.
+    gc.freeze()
+    print(f"  (fake API: generated {size.describe()} in {time.perf_counter() - started:.1f} s)")
+    try:
+        with FakeBolnaServer(world, api_key=API_KEY) as api:
+            api.latency = latency
+            yield api
+    finally:
+        del world
+        gc.unfreeze()
+
+
+@dataclass(frozen=True)
+class ChildRun:
+    """One finished child process and what it cost, from its own rusage (see launch.py)."""
+
+    exit_code: int
+    wall_seconds: float
+    cpu_seconds: float  # user + system
+    peak_rss_mb: float
+    stderr: str
+
+    def tail(self, lines: int = 15) -> str:
+        """The end of the child's stderr, to explain a failure."""
+        return "\n".join(self.stderr.splitlines()[-lines:])
+
+
+def child_environment() -> dict[str, str]:
+    """This environment without tap settings a developer may have exported."""
+    return {name: value for name, value in os.environ.items() if not name.startswith("TAP_BOLNA_")}
+
+
+def run_child(argv: list[str], *, timeout: float = CHILD_TIMEOUT_SECONDS) -> ChildRun:
+    """Run `argv` with stdout to /dev/null, through `launch.py`, which measures it."""
+    with (
+        tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as stderr,
+        tempfile.NamedTemporaryFile(mode="r", encoding="utf-8", suffix=".rusage") as report,
+    ):
+        process = subprocess.Popen(
+            [sys.executable, "-I", "-S", str(LAUNCHER), report.name, *argv],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+            cwd=ROOT,
+            env=child_environment(),
+            start_new_session=True,  # one process group to end, whatever happens here
+        )
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            msg = f"{Path(argv[0]).name} still running after {timeout:.0f} s"
+            raise BenchmarkError(msg) from None
+        finally:
+            stop_process_group(process)
+        fields = report.read().split()
+        stderr.seek(0)
+        if len(fields) != 4:
+            msg = f"no measurement for {Path(argv[0]).name}:\n{stderr.read()[-2000:]}"
+            raise BenchmarkError(msg)
+        return ChildRun(
+            exit_code=int(fields[0]),
+            wall_seconds=float(fields[1]),
+            cpu_seconds=float(fields[2]),
+            peak_rss_mb=int(fields[3]) / 1024,  # KiB on Linux
+            stderr=stderr.read(),
+        )
+
+
+def stop_process_group(process: subprocess.Popen[bytes]) -> None:
+    """End the launcher and the command it runs if they are still there (Ctrl-C, timeout)."""
+    if process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A child run plus what the fake API saw during it."""
+
+    run: ChildRun
+    requests: int
+    records: int
+
+
+def measure(api: FakeBolnaServer, argv: list[str], *, stream: str | None = None) -> Measurement:
+    """Run one child against `api`; count the requests it sent and the records it emitted.
+
+    With `stream`, records come from the tap's `record_count` metrics for that stream;
+    without, from the `records=N` line the bare loop prints.
+    """
+    api.clear_requests()
+    run = run_child(argv)
+    answered = api.requests
+    if run.exit_code != 0:
+        msg = f"{Path(argv[0]).name} exited with {run.exit_code}:\n{run.tail()}"
+        raise BenchmarkError(msg)
+    failed = [request for request in answered if request.status != 200]
+    if failed:
+        msg = f"{len(failed)} request(s) failed, first: {failed[0]}"
+        raise BenchmarkError(msg)
+    records = emitted_records(run.stderr, stream) if stream else bare_loop_records(run.stderr)
+    return Measurement(run, len(answered), records)
+
+
+def emitted_records(stderr: str, stream: str) -> int:
+    """Sum of the SDK's `record_count` counters for `stream` (each logs and resets)."""
+    total = 0
+    for line in stderr.splitlines():
+        _, marker, payload = line.partition("METRIC: ")
+        if marker and '"record_count"' in payload:
+            metric = json.loads(payload)
+            if metric.get("metric") == "record_count" and metric["tags"].get("stream") == stream:
+                total += int(metric["value"])
+    return total
+
+
+def bare_loop_records(stderr: str) -> int:
+    """The count the bare loop prints last."""
+    for line in reversed(stderr.splitlines()):
+        if line.startswith("records="):
+            return int(line.removeprefix("records="))
+    msg = f"the bare loop printed no record count:\n{stderr[-2000:]}"
+    raise BenchmarkError(msg)
+
+
+class TapFiles:
+    """Config and catalog files for tap runs, in one directory."""
+
+    def __init__(self, directory: Path) -> None:
+        """Write files under `directory` (a temporary one, normally)."""
+        self.directory = directory
+        self._written = 0
+        self._catalog: Path | None = None
+
+    def config(self, api: FakeBolnaServer, **settings: object) -> Path:
+        """A config file for `api`: no start_date, so the tap probes and walks 7-day windows."""
+        self._written += 1
+        path = self.directory / f"config-{self._written}.json"
+        config = {"api_key": API_KEY, "api_url": api.url, "page_size": PAGE_SIZE, **settings}
+        path.write_text(json.dumps(config), encoding="utf-8")
+        return path
+
+    def executions_catalog(self, config: Path) -> Path:
+        """The discovered catalog with only `executions` selected (made once, reused).
+
+        `agents` stays deselected: the SDK still syncs a deselected parent to give its
+        children their contexts (one request), but emits none of its records.
+        """
+        if self._catalog is None:
+            discovered = subprocess.run(
+                [str(TAP), "--config", str(config), "--discover"],
+                capture_output=True,
+                check=True,
+                cwd=ROOT,
+                env=child_environment(),
+                timeout=120,
+            )
+            catalog = json.loads(discovered.stdout)
+            for stream in catalog["streams"]:
+                for entry in stream["metadata"]:
+                    if entry["breadcrumb"] == []:
+                        entry["metadata"]["selected"] = stream["tap_stream_id"] == "executions"
+            self._catalog = self.directory / "catalog-executions.json"
+            self._catalog.write_text(json.dumps(catalog), encoding="utf-8")
+        return self._catalog
+
+    def tap_argv(self, config: Path) -> list[str]:
+        """The command line of one sync of the executions stream."""
+        return [
+            str(TAP),
+            "--config",
+            str(config),
+            "--catalog",
+            str(self.executions_catalog(config)),
+        ]
+
+
+def bare_loop_argv(api: FakeBolnaServer) -> list[str]:
+    """The command line of one bare-loop run against `api`."""
+    return [sys.executable, str(BARE_LOOP), api.url, API_KEY, str(PAGE_SIZE)]
+
+
+def tap_settings() -> set[str]:
+    """Setting names the installed tap accepts (from `--about`)."""
+    about = subprocess.run(
+        [str(TAP), "--about", "--format=json"],
+        capture_output=True,
+        check=True,
+        cwd=ROOT,
+        env=child_environment(),
+        timeout=120,
+    )
+    return set(json.loads(about.stdout)["settings"]["properties"])
+
+
+def machine_info() -> dict[str, str]:
+    """What a reader needs to judge the figures: CPU, Python, versions, date, load."""
+    cpu_model = "unknown"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text(encoding="utf-8").splitlines():
+            if line.startswith("model name"):
+                cpu_model = line.partition(":")[2].strip()
+                break
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = " ".join(f"{value:.2f}" for value in os.getloadavg())
+    return {
+        "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpu": f"{cpu_model}, nproc {usable} (os.cpu_count {os.cpu_count()})",
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "os": platform.platform(),
+        "versions": f"tap-bolna {tap_revision()}, singer-sdk {package_version('singer-sdk')}, "
+        f"requests {package_version('requests')}",
+        "load average (1/5/15 min)": load,
+    }
+
+
+def package_version(name: str) -> str:
+    """Installed version of a distribution, or `?`."""
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+def tap_revision() -> str:
+    """The git commit of the tap's code, with `+changes` when tap_bolna/ has local edits."""
+    try:
+        commit = (
+            subprocess.run(
+                ["git", "rev-parse", "--short", "HEAD"], capture_output=True, check=True, cwd=ROOT
+            )
+            .stdout.decode()
+            .strip()
+        )
+        changes = subprocess.run(
+            ["git", "status", "--porcelain", "--", "tap_bolna"],
+            capture_output=True,
+            check=True,
+            cwd=ROOT,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "(no git)"
+    return f"{commit}+changes" if changes else commit

@@ -1,0 +1,502 @@
+"""Benchmarks of tap-bolna against the project's fake Bolna API; prints figures and ratios.
+
+    uv run python -m benchmarks.run              # everything, 3 interleaved runs each
+    uv run python -m benchmarks.run --quick      # smoke test: small sizes, 1 run each
+    uv run python -m benchmarks.run --profile    # also: top 15 functions of one tap run
+    uv run python -m benchmarks.run --only latency
+
+Sections: overhead (tap vs a bare requests loop over the same calls), memory (peak RSS at
+10x the history), latency (max_workers 1 vs 4 with 0.1 s per response), profile (cProfile).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import io
+import pstats
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from benchmarks.harness import (
+    ROOT,
+    TAP,
+    BenchmarkError,
+    Measurement,
+    TapFiles,
+    WorldSize,
+    bare_loop_argv,
+    fake_api,
+    machine_info,
+    measure,
+    run_child,
+    tap_settings,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+SECTIONS = ("overhead", "memory", "latency", "profile")
+OVERHEAD_GOAL = 1.15  # tap wall time / bare loop wall time
+MEMORY_TOLERANCE = 0.15  # peak RSS at 10x the calls, relative
+SPEEDUP_GOAL = 3.0  # max_workers 1 wall time / max_workers 4 wall time
+PROFILE_TOP = 15
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Sizes and repetitions of one benchmark run."""
+
+    runs: int
+    overhead: WorldSize  # also the small side of the memory comparison
+    memory_large: WorldSize
+    latency: WorldSize
+    latency_seconds: float
+    parallel_workers: int = 4
+
+
+FULL = Plan(
+    runs=3,
+    overhead=WorldSize(agents=4, calls=20_000, days=60),
+    memory_large=WorldSize(agents=4, calls=200_000, days=60),
+    latency=WorldSize(agents=8, calls=16_000, days=56),
+    latency_seconds=0.1,
+)
+QUICK = Plan(
+    runs=1,
+    overhead=WorldSize(agents=4, calls=2_000, days=60),
+    memory_large=WorldSize(agents=4, calls=20_000, days=60),
+    latency=WorldSize(agents=8, calls=400, days=14),
+    latency_seconds=0.05,
+)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the final summary."""
+
+    measure: str
+    tap: str
+    baseline: str
+    ratio: str = ""
+    goal: str = ""
+    met: str = ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the chosen sections, then print the summary table."""
+    args = parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    runs = args.runs or plan.runs
+    sections = list(args.only or SECTIONS[:3])
+    if args.profile and "profile" not in sections:
+        sections.append("profile")
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        sys.stdout.reconfigure(line_buffering=True)  # progress shows even when piped
+    # A plain `kill` must also stop the children and the fake API: unwind like Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: sys.exit(143))
+    if not TAP.exists():
+        print(f"{TAP} not found: run `uv sync` first")
+        return 2
+
+    machine = machine_info()
+    started = time.perf_counter()
+    mode = "quick (small sizes, goals not meaningful)" if args.quick else "full"
+    print(f"tap-bolna benchmarks, {mode}, {runs} run(s) per figure, interleaved")
+    for name, value in machine.items():
+        print(f"  {name}: {value}")
+    rows: list[Row] = []
+    failed = False
+    with tempfile.TemporaryDirectory(prefix="tap-bolna-bench-") as directory:
+        files = TapFiles(Path(directory))
+        settings = tap_settings()
+        section_runs: dict[str, Callable[[], list[Row]]] = {
+            "overhead": lambda: overhead_section(plan.overhead, runs, files),
+            "memory": lambda: memory_section(plan, runs, files, settings),
+            "latency": lambda: latency_section(plan, runs, files, settings),
+            "profile": lambda: profile_section(plan.overhead, files),
+        }
+        for section in sections:
+            section_rows = run_section(section, section_runs[section])
+            failed = failed or any(row.tap == "FAILED" for row in section_rows)
+            rows += section_rows
+    elapsed = time.perf_counter() - started
+    print_summary(rows, machine, elapsed, quick=args.quick)
+    return 1 if failed else 0
+
+
+def run_section(name: str, section: Callable[[], list[Row]]) -> list[Row]:
+    """A section's summary rows; a failure becomes a row, and the other sections still run."""
+    try:
+        return section()
+    except BenchmarkError as exc:
+        print(f"\n{name} FAILED: {exc}")
+        return [Row(name, "FAILED", "", met="no")]
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.run", description=__doc__.split("\n")[0]
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, 1 run each (< 1 min)")
+    parser.add_argument("--runs", type=int, help="runs per figure (default 3, quick 1)")
+    parser.add_argument(
+        "--only", action="append", choices=SECTIONS, help="run only this section (repeatable)"
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="also profile one tap run (cProfile, top 15)"
+    )
+    return parser.parse_args(argv)
+
+
+# ---------------------------------------------------------------------------------- sections
+
+
+def overhead_section(size: WorldSize, runs: int, files: TapFiles) -> list[Row]:
+    """tap-bolna vs a bare requests loop reading the same calls, as alternating processes."""
+    heading(f"Overhead: tap-bolna vs a bare requests loop, {size.describe()}, page_size 50")
+    print(
+        "  Both sides are child processes: interpreter start-up and imports are included.\n"
+        "  The tap (no start_date) probes each agent's oldest call and walks 7-day windows;\n"
+        "  the bare loop pages through each agent's calls without dates. Catalog: only\n"
+        "  `executions` selected (`agents`, its parent, is still read once but not emitted)."
+    )
+    tap_startup_argv = [str(TAP), "--about", "--format=json"]
+    bare_startup_argv = [sys.executable, "-c", "import json, requests"]
+    taps: list[Measurement] = []
+    bares: list[Measurement] = []
+    tap_startups: list[float] = []
+    bare_startups: list[float] = []
+    with fake_api(size) as api:
+        tap_argv = files.tap_argv(files.config(api))
+        for run in range(1, runs + 1):
+            taps.append(measure(api, tap_argv, stream="executions"))
+            bares.append(measure(api, bare_loop_argv(api)))
+            tap_startups.append(startup_seconds(tap_startup_argv))
+            bare_startups.append(startup_seconds(bare_startup_argv))
+            print(f"  run {run}/{runs}: tap {brief(taps[-1])} | bare {brief(bares[-1])}")
+
+    tap_wall, bare_wall = median_of(taps, "wall_seconds"), median_of(bares, "wall_seconds")
+    tap_cpu, bare_cpu = median_of(taps, "cpu_seconds"), median_of(bares, "cpu_seconds")
+    print(
+        f"\n  {'':20} {'wall median':>11}  {'runs':<22} {'CPU':>7} {'peak RSS':>9} "
+        f"{'requests':>8} {'records':>8}"
+    )
+    for label, side in (("tap-bolna", taps), ("bare requests loop", bares)):
+        print(
+            f"  {label:20} {median_of(side, 'wall_seconds'):>9.2f} s  "
+            f"{spread([m.run.wall_seconds for m in side]):<22} "
+            f"{median_of(side, 'cpu_seconds'):>5.2f} s {median_of(side, 'peak_rss_mb'):>6.1f} MB "
+            f"{side[-1].requests:>8,} {side[-1].records:>8,}"
+        )
+    ratio = tap_wall / bare_wall
+    print(
+        f"  ratio tap/bare: wall {ratio:.2f}x (goal <= {OVERHEAD_GOAL}), "
+        f"CPU {tap_cpu / bare_cpu:.2f}x"
+    )
+    tap_start, bare_start = statistics.median(tap_startups), statistics.median(bare_startups)
+    net_ratio = (tap_wall - tap_start) / max(bare_wall - bare_start, 1e-9)
+    print(
+        f"  start-up alone: `tap-bolna --about` {tap_start:.2f} s, `python -c 'import requests'` "
+        f"{bare_start:.2f} s;\n  ratio without start-up: {net_ratio:.2f}x"
+    )
+    check_same_data(size, taps[-1], bares[-1])
+    return [
+        Row(
+            f"overhead {size.calls:,} calls, wall",
+            f"{tap_wall:.2f} s",
+            f"{bare_wall:.2f} s",
+            f"{ratio:.2f}x",
+            f"<= {OVERHEAD_GOAL}x",
+            yes_no(ratio <= OVERHEAD_GOAL),
+        ),
+        Row(
+            "  same, CPU (user+sys)",
+            f"{tap_cpu:.2f} s",
+            f"{bare_cpu:.2f} s",
+            f"{tap_cpu / bare_cpu:.2f}x",
+        ),
+        Row(
+            "  same, without start-up",
+            f"{tap_wall - tap_start:.2f} s",
+            f"{bare_wall - bare_start:.2f} s",
+            f"{net_ratio:.2f}x",
+        ),
+        Row(
+            "  same, requests",
+            f"{taps[-1].requests:,}",
+            f"{bares[-1].requests:,}",
+            f"{taps[-1].requests / bares[-1].requests:.2f}x",
+        ),
+    ]
+
+
+def memory_section(plan: Plan, runs: int, files: TapFiles, settings: set[str]) -> list[Row]:
+    """Peak RSS of the tap for 10x the calls, alternating the two sizes."""
+    small, large = plan.overhead, plan.memory_large
+    heading(f"Memory: peak RSS of tap-bolna, {small.calls:,} vs {large.calls:,} calls")
+    print(f"  small: {small.describe()}\n  large: {large.describe()}")
+    smalls: list[Measurement] = []
+    larges: list[Measurement] = []
+    with contextlib.ExitStack() as stack:
+        small_api = stack.enter_context(fake_api(small))
+        large_api = stack.enter_context(fake_api(large))
+        small_argv = files.tap_argv(files.config(small_api))
+        large_argv = files.tap_argv(files.config(large_api))
+        for run in range(1, runs + 1):
+            smalls.append(measure(small_api, small_argv, stream="executions"))
+            larges.append(measure(large_api, large_argv, stream="executions"))
+            print(f"  run {run}/{runs}: small {brief(smalls[-1])} | large {brief(larges[-1])}")
+        parallel: tuple[Measurement, Measurement] | None = None
+        if "max_workers" in settings:
+            workers = plan.parallel_workers
+            parallel = (
+                measure(
+                    small_api,
+                    files.tap_argv(files.config(small_api, max_workers=workers)),
+                    stream="executions",
+                ),
+                measure(
+                    large_api,
+                    files.tap_argv(files.config(large_api, max_workers=workers)),
+                    stream="executions",
+                ),
+            )
+            print(
+                f"  max_workers={workers}, 1 run: small {brief(parallel[0])} "
+                f"| large {brief(parallel[1])}"
+            )
+
+    small_rss, large_rss = median_of(smalls, "peak_rss_mb"), median_of(larges, "peak_rss_mb")
+    ratio = large_rss / small_rss
+    flat = abs(ratio - 1) <= MEMORY_TOLERANCE
+    print(
+        f"\n  peak RSS (median): {small_rss:.1f} MB vs {large_rss:.1f} MB, ratio {ratio:.2f}x "
+        f"(goal: flat within +-{MEMORY_TOLERANCE:.0%}: {yes_no(flat)})"
+    )
+    for label, side in (("small", smalls), ("large", larges)):
+        wall = median_of(side, "wall_seconds")
+        print(f"  {label}: wall {wall:.2f} s, {side[-1].records / wall:,.0f} records/s")
+    rows = [
+        Row(
+            f"peak RSS {small.calls:,} -> {large.calls:,} calls",
+            f"{large_rss:.1f} MB",
+            f"{small_rss:.1f} MB",
+            f"{ratio:.2f}x",
+            f"1 +-{MEMORY_TOLERANCE}",
+            yes_no(flat),
+        )
+    ]
+    if parallel is not None:
+        parallel_ratio = parallel[1].run.peak_rss_mb / parallel[0].run.peak_rss_mb
+        print(
+            f"  max_workers={plan.parallel_workers}: {parallel[0].run.peak_rss_mb:.1f} MB vs "
+            f"{parallel[1].run.peak_rss_mb:.1f} MB, ratio {parallel_ratio:.2f}x (1 run each)"
+        )
+        rows.append(
+            Row(
+                f"  same, max_workers={plan.parallel_workers} (1 run)",
+                f"{parallel[1].run.peak_rss_mb:.1f} MB",
+                f"{parallel[0].run.peak_rss_mb:.1f} MB",
+                f"{parallel_ratio:.2f}x",
+                f"1 +-{MEMORY_TOLERANCE}",
+                yes_no(abs(parallel_ratio - 1) <= MEMORY_TOLERANCE),
+            )
+        )
+    return rows
+
+
+def latency_section(plan: Plan, runs: int, files: TapFiles, settings: set[str]) -> list[Row]:
+    """Wall time with max_workers 1 vs N when every response takes `latency_seconds`."""
+    size, workers = plan.latency, plan.parallel_workers
+    heading(
+        f"Latency-bound: max_workers 1 vs {workers}, {size.describe()}, "
+        f"{plan.latency_seconds} s per response"
+    )
+    label = f"latency {size.calls:,} calls, workers 1 vs {workers}"
+    if "max_workers" not in settings:
+        print("  max_workers not supported yet (the tap does not list the setting)")
+        return [Row(label, "max_workers not supported yet", "")]
+    serial: list[Measurement] = []
+    parallel: list[Measurement] = []
+    with fake_api(size, latency=plan.latency_seconds) as api:
+        serial_argv = files.tap_argv(files.config(api, max_workers=1))
+        parallel_argv = files.tap_argv(files.config(api, max_workers=workers))
+        for run in range(1, runs + 1):
+            serial.append(measure(api, serial_argv, stream="executions"))
+            parallel.append(measure(api, parallel_argv, stream="executions"))
+            print(
+                f"  run {run}/{runs}: 1 worker {brief(serial[-1])} "
+                f"| {workers} workers {brief(parallel[-1])}"
+            )
+    serial_wall, parallel_wall = (
+        median_of(serial, "wall_seconds"),
+        median_of(parallel, "wall_seconds"),
+    )
+    speedup = serial_wall / parallel_wall
+    floor = serial[-1].requests * plan.latency_seconds
+    print(
+        f"\n  wall (median): {serial_wall:.2f} s with 1 worker, {parallel_wall:.2f} s with "
+        f"{workers}: speed-up {speedup:.2f}x (goal >= {SPEEDUP_GOAL}x)\n"
+        f"  requests: {serial[-1].requests:,} vs {parallel[-1].requests:,}; "
+        f"{serial[-1].requests:,} x {plan.latency_seconds} s = {floor:.1f} s of waiting in series"
+    )
+    return [
+        Row(
+            label,
+            f"{parallel_wall:.2f} s",
+            f"{serial_wall:.2f} s",
+            f"{speedup:.2f}x faster",
+            f">= {SPEEDUP_GOAL}x",
+            yes_no(speedup >= SPEEDUP_GOAL),
+        )
+    ]
+
+
+def profile_section(size: WorldSize, files: TapFiles) -> list[Row]:
+    """One tap run under cProfile; the functions with the most own time."""
+    heading(f"Profile: one tap-bolna run under cProfile, {size.describe()}")
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+    profile_path = Path(tempfile.gettempdir()) / f"tap-bolna-{stamp}.prof"
+    with fake_api(size) as api:
+        config = files.config(api)
+        catalog = files.executions_catalog(config)
+        argv = [
+            sys.executable,
+            "-m",
+            "cProfile",
+            "-o",
+            str(profile_path),
+            "-m",
+            "tap_bolna",
+            "--config",
+            str(config),
+            "--catalog",
+            str(catalog),
+        ]
+        profiled = measure(api, argv, stream="executions")
+    print(
+        f"  {brief(profiled)} (profiling slows it down; main thread only, so with the default "
+        f"max_workers 1 the whole sync)\n  full profile: {profile_path} (e.g. `snakeviz` it)"
+    )
+    print_profile(profile_path, PROFILE_TOP)
+    return [Row("profile (cProfile)", f"{profiled.run.wall_seconds:.2f} s", "", "", "", "")]
+
+
+def print_profile(path: Path, top: int) -> None:
+    """The `top` functions by own time (tottime), with call counts and cumulative time."""
+    stats = pstats.Stats(str(path))
+    entries = stats.stats  # type: ignore[attr-defined]  # {(file, line, name): (cc, nc, tt, ct, callers)}
+    total = sum(values[2] for values in entries.values()) or 1.0
+    ranked = sorted(entries.items(), key=lambda item: item[1][2], reverse=True)[:top]
+    print(f"\n  {'own s':>7} {'own %':>6} {'cum s':>7} {'calls':>10}  function")
+    for (filename, line, name), (_, calls, own, cumulative, _) in ranked:
+        print(
+            f"  {own:>7.3f} {own / total:>6.1%} {cumulative:>7.3f} {calls:>10,}  "
+            f"{short_location(filename, line, name)}"
+        )
+    print(f"  (total own time {total:.2f} s)")
+
+
+def short_location(filename: str, line: int, name: str) -> str:
+    """`module/path.py:line(name)` without the site-packages or project prefix."""
+    for marker in ("site-packages/", "/lib/python3", str(ROOT) + "/"):
+        if marker in filename:
+            filename = filename.split(marker, 1)[1]
+            if marker == "/lib/python3":
+                filename = "stdlib" + filename[filename.find("/") :]
+            break
+    return f"{filename}:{line}({name})" if line else name
+
+
+# ---------------------------------------------------------------------------------- printing
+
+
+def heading(title: str) -> None:
+    """A section title."""
+    print(f"\n== {title}")
+
+
+def brief(measurement: Measurement) -> str:
+    """One run in a few words."""
+    run = measurement.run
+    return (
+        f"{run.wall_seconds:.2f} s (CPU {run.cpu_seconds:.2f} s, {run.peak_rss_mb:.0f} MB, "
+        f"{measurement.requests:,} req, {measurement.records:,} rec)"
+    )
+
+
+def check_same_data(size: WorldSize, tap: Measurement, bare: Measurement) -> None:
+    """Warn when the two sides did not read the same number of calls."""
+    if tap.records == bare.records == size.calls:
+        print(f"  both read all {size.calls:,} calls")
+    else:
+        print(
+            f"  WARNING: tap emitted {tap.records:,} records, bare loop {bare.records:,}, "
+            f"world has {size.calls:,}: the comparison is not like for like"
+        )
+
+
+def print_summary(rows: list[Row], machine: dict[str, str], elapsed: float, *, quick: bool) -> None:
+    """The plain-text table the README quotes."""
+    heading("Summary")
+    header = Row("measure", "tap-bolna", "baseline", "ratio", "goal", "met")
+    table = [header, *rows]
+    widths = [max(len(getattr(row, field)) for row in table) for field in Row.__dataclass_fields__]
+    for row in table:
+        cells = [getattr(row, field) for field in Row.__dataclass_fields__]
+        print(
+            "  "
+            + "  ".join(
+                cell.ljust(width) for cell, width in zip(cells, widths, strict=True)
+            ).rstrip()
+        )
+    print(
+        "  baselines: overhead = bare requests loop; peak RSS = the smaller history; "
+        "latency = max_workers 1"
+    )
+    if quick:
+        print("  quick run: sizes are too small for the goals to mean anything")
+    for name, value in machine.items():
+        print(f"  {name}: {value}")
+    print(f"  benchmark took {elapsed / 60:.1f} min")
+
+
+def median_of(side: list[Measurement], figure: str) -> float:
+    """The median of one ChildRun figure over runs (the mean of the middle two if even)."""
+    return statistics.median(getattr(measurement.run, figure) for measurement in side)
+
+
+def startup_seconds(argv: list[str]) -> float:
+    """Wall time of a command that only starts up (imports) and exits."""
+    run = run_child(argv)
+    if run.exit_code != 0:
+        msg = f"{' '.join(argv)} exited with {run.exit_code}:\n{run.tail()}"
+        raise BenchmarkError(msg)
+    return run.wall_seconds
+
+
+def spread(values: list[float]) -> str:
+    """Every run, to show the noise."""
+    return "(" + ", ".join(f"{value:.2f}" for value in values) + ")"
+
+
+def yes_no(condition: bool) -> str:  # noqa: FBT001
+    """`yes` or `no`."""
+    return "yes" if condition else "no"
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted: child processes and the fake API were stopped", file=sys.stderr)
+        sys.exit(130)
