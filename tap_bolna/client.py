@@ -20,6 +20,8 @@ from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 from singer_sdk.pagination import PageNumberPaginator
 
+from tap_bolna.prefetch import RequestRateLimiter, raise_if_cancelled
+
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable
 
@@ -27,7 +29,6 @@ if t.TYPE_CHECKING:
     from singer_sdk.helpers.types import Context
     from singer_sdk.streams.rest import RequestFunc
 
-    from tap_bolna.prefetch import RequestRateLimiter
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -187,14 +188,14 @@ class BolnaStream(RESTStream):
     @override
     def request_decorator(self, func: RequestFunc) -> RequestFunc:
         limiter = self.rate_limiter
-        if limiter is None:
-            return super().request_decorator(func)
 
-        def limited(*args: t.Any, **kwargs: t.Any) -> requests.Response:
-            limiter.wait()  # every attempt, retries included, takes a turn
+        def guarded(*args: t.Any, **kwargs: t.Any) -> requests.Response:
+            raise_if_cancelled()  # a cancelled fetch ahead sends nothing more, retries included
+            if limiter is not None:
+                limiter.wait()  # every attempt, retries included, takes a turn
             return func(*args, **kwargs)
 
-        return super().request_decorator(limited)
+        return super().request_decorator(guarded)
 
     @override
     def backoff_wait_generator(self) -> Generator[float, BaseException | None, None]:
@@ -220,7 +221,8 @@ class BolnaStream(RESTStream):
             self.validate_response(response)
             return response
 
-        request: Callable[[], requests.Response] = self.request_decorator(send)
+        # The SDK types its decorator for `_request(prepared, context)`; any callable works.
+        request = t.cast("Callable[[], requests.Response]", self.request_decorator(send))  # type: ignore[arg-type]
         return response_json(request())
 
 

@@ -33,6 +33,8 @@ if t.TYPE_CHECKING:
     import requests
     from singer_sdk.helpers.types import Context, Record
 
+# Pages a worker may fetch ahead in one window before it waits for the consumer.
+PREFETCH_PAGES_PER_WINDOW = 16
 # Settings passed through unchanged to the executions endpoint as filters.
 EXECUTION_FILTERS = ("status", "call_type", "provider", "batch_id")
 
@@ -192,14 +194,16 @@ class ExecutionsStream(AgentScopedStream):
         self._sync_time = dt.datetime.now(dt.timezone.utc)
         self._agent_syncs: dict[str, AgentSync] = {}
         self._announced: list[Context] = []
-        self._prefetcher: OrderedPrefetcher[WindowJob, list[dict]] | None = None
+        self._prefetcher: OrderedPrefetcher[WindowJob, dict] | None = None
         self._warned_fields: set[str] = set()
+        self._prefetched_agents: set[str] = set()
 
     @override
     def announce_agents(self, contexts: list[Context]) -> None:
         # A new sync of the parent starts: one "now" for every agent's last window.
         self._sync_time = dt.datetime.now(dt.timezone.utc)
         self._agent_syncs.clear()
+        self._prefetched_agents.clear()
         self._announced = list(contexts) if self.selected else []
 
     @override
@@ -208,12 +212,16 @@ class ExecutionsStream(AgentScopedStream):
             return
         agent = self.agent_sync(context)
         emit = EmitFilter(agent.bookmark, lower_bound=agent.lower_bound)
-        for window, records in self.fetch_windows(agent):
-            for record in records:
-                if emit.should_emit(record, window):
-                    yield record
-            emit.complete(window)
-            self.checkpoint(context, agent.bookmark)
+        try:
+            for window, records in self.fetch_windows(agent):
+                for record in records:
+                    if emit.should_emit(record, window):
+                        yield record
+                emit.complete(window)
+                self.checkpoint(context, agent.bookmark)
+        except BaseException:
+            self.close_prefetcher()  # an error or a signal ends the sync: stop the workers
+            raise
         if agent.has_no_calls:
             # Remember that the agent had no calls, so the next sync starts from here.
             agent.bookmark.synced_through = agent.end
@@ -250,12 +258,11 @@ class ExecutionsStream(AgentScopedStream):
         come from the prefetcher, which is already fetching the next windows and agents.
         """
         agent_id = agent.context["agent_id"]
-        announced = any(c["agent_id"] == agent_id for c in self._announced)
-        if self.config["max_workers"] <= 1 or not announced:
+        prefetcher = self.prefetcher() if self.config["max_workers"] > 1 and self._announced else None
+        if prefetcher is None or agent_id not in self._prefetched_agents:
             for window in agent.windows:
                 yield window, self.request_records({**agent.context, **window.params()})
             return
-        prefetcher = self.prefetcher()
         for window in agent.windows:
             job, records = prefetcher.next_result(lambda job: job.agent_id == agent_id)
             if job.window != window:  # pragma: no cover - the plan is made once per agent
@@ -263,7 +270,7 @@ class ExecutionsStream(AgentScopedStream):
                 raise RuntimeError(msg)
             yield window, records
 
-    def prefetcher(self) -> OrderedPrefetcher[WindowJob, list[dict]]:
+    def prefetcher(self) -> OrderedPrefetcher[WindowJob, dict]:
         """The pool fetching every announced agent's windows, in sync order (made once)."""
         if self._prefetcher is None:
             workers = self.config["max_workers"]
@@ -271,27 +278,48 @@ class ExecutionsStream(AgentScopedStream):
                 self.window_jobs(),
                 self.fetch_window,
                 max_workers=workers,
-                lookahead=2 * workers,  # bounds memory to that many windows
+                lookahead=2 * workers,
+                # Memory stays bounded by 2 x workers x 16 pages, however dense a window.
+                max_chunks=PREFETCH_PAGES_PER_WINDOW,
             )
         return self._prefetcher
 
     def window_jobs(self) -> Iterator[WindowJob]:
         """Every window of every announced agent, planned lazily in the main thread."""
         for context in self._announced:
-            agent = self.agent_sync(context)
-            self._agent_syncs[context["agent_id"]] = agent  # reused when the SDK gets there
+            agent_id = context["agent_id"]
+            try:
+                agent = self.agent_sync(context)
+            except Exception:  # noqa: BLE001
+                # Planning ahead must not fail the agent being synced now: stop fetching
+                # ahead; the SDK reaches this agent later and the error surfaces there.
+                return
+            self._agent_syncs[agent_id] = agent  # reused when the SDK gets there
+            self._prefetched_agents.add(agent_id)
             for window in agent.windows:
-                yield WindowJob(context["agent_id"], context, window)
+                yield WindowJob(agent_id, context, window)
 
-    def fetch_window(self, job: WindowJob) -> list[dict]:
-        """All records of one window (runs in a worker thread)."""
-        return list(self.request_records({**job.context, **job.window.params()}))
+    def fetch_window(self, job: WindowJob) -> Iterator[list[dict]]:
+        """The records of one window, a page at a time (iterated in a worker thread)."""
+        page: list[dict] = []
+        for record in self.request_records({**job.context, **job.window.params()}):
+            page.append(record)
+            if len(page) == self.config["page_size"]:
+                yield page
+                page = []
+        if page:
+            yield page
+
+    def close_prefetcher(self) -> None:
+        """Stop the fetch workers, if any."""
+        if self._prefetcher is not None:
+            self._prefetcher.close()
+            self._prefetcher = None
 
     @override
     def finalize_state_progress_markers(self, state: dict | None = None) -> None:
-        if state is None and self._prefetcher is not None:
-            self._prefetcher.close()  # the stream's last call of a sync
-            self._prefetcher = None
+        if state is None:
+            self.close_prefetcher()  # the stream's last call of a sync
         super().finalize_state_progress_markers(state)
 
     def checkpoint(self, context: Context, bookmark: AgentBookmark) -> None:
@@ -395,6 +423,13 @@ class ExecutionLogsStream(BolnaStream):
         lines = body.get("data") if isinstance(body, dict) else body
         for position, line in enumerate(lines or ()):
             yield {**line, "position": position}
+
+    @override
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        # Half the key; with no state partition per call the SDK does not copy it in.
+        if context:
+            row["execution_id"] = context["execution_id"]
+        return row
 
 
 @dataclass

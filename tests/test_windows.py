@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
+import typing as t
 
 import pytest
 
@@ -156,35 +157,73 @@ def test_prefetcher_returns_results_in_order_with_bounded_lookahead() -> None:
     started: list[int] = []
     lock = threading.Lock()
 
-    def fetch(job: int) -> int:
+    def fetch(job: int) -> t.Iterator[list[int]]:
         with lock:
             started.append(job)
         time.sleep(0.01 * (5 - job % 5))  # later jobs finish first
-        return job * 10
+        yield [job, job + 100]
+        yield [job + 200]
 
-    prefetcher = OrderedPrefetcher(iter(range(10)), fetch, max_workers=3, lookahead=4)
+    prefetcher = OrderedPrefetcher(iter(range(10)), fetch, max_workers=3, lookahead=4, max_chunks=2)
     try:
-        assert len(started) <= 4
-        results = [prefetcher.next_result(lambda _job: True) for _ in range(10)]
+        results = []
+        for _ in range(10):
+            job, stream = prefetcher.next_result(lambda _job: True)
+            results.append((job, list(stream)))
+            assert len(started) <= job + 1 + 4
     finally:
         prefetcher.close()
-    assert results == [(job, job * 10) for job in range(10)]
+    assert results == [(job, [job, job + 100, job + 200]) for job in range(10)]
+
+
+def test_prefetcher_buffer_bounds_what_a_worker_fetches_ahead() -> None:
+    produced: list[int] = []
+
+    def fetch(_job: int) -> t.Iterator[list[int]]:
+        for page in range(100):
+            produced.append(page)
+            yield [page]
+
+    prefetcher = OrderedPrefetcher(iter([1]), fetch, max_workers=1, lookahead=1, max_chunks=3)
+    try:
+        time.sleep(0.3)
+        # 3 chunks wait in the buffer and the worker holds the 4th: no more is read ahead.
+        assert len(produced) <= 4
+        _, stream = prefetcher.next_result(lambda _job: True)
+        assert list(stream) == list(range(100))
+    finally:
+        prefetcher.close()
 
 
 def test_prefetcher_skips_unwanted_jobs_and_raises_job_errors_in_the_consumer() -> None:
-    def fetch(job: int) -> int:
+    def fetch(job: int) -> t.Iterator[list[int]]:
         if job == 3:
             msg = "boom"
             raise ValueError(msg)
-        return job
+        yield [job]
 
-    prefetcher = OrderedPrefetcher(iter(range(5)), fetch, max_workers=2, lookahead=2)
+    prefetcher = OrderedPrefetcher(iter(range(5)), fetch, max_workers=2, lookahead=2, max_chunks=1)
     try:
-        assert prefetcher.next_result(lambda job: job == 2) == (2, 2)
+        job, stream = prefetcher.next_result(lambda job: job == 2)
+        assert (job, list(stream)) == (2, [2])
+        _, failing = prefetcher.next_result(lambda _job: True)
         with pytest.raises(ValueError, match="boom"):
-            prefetcher.next_result(lambda _job: True)
+            list(failing)
     finally:
         prefetcher.close()
+
+
+def test_closing_the_prefetcher_stops_blocked_workers() -> None:
+    def fetch(_job: int) -> t.Iterator[list[int]]:
+        yield from ([page] for page in range(1000))
+
+    prefetcher = OrderedPrefetcher(iter(range(3)), fetch, max_workers=3, lookahead=3, max_chunks=1)
+    time.sleep(0.1)
+    prefetcher.close()
+    deadline = time.monotonic() + 5
+    while any(t.name.startswith("bolna-fetch") and t.is_alive() for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "fetch workers still running after close()"
+        time.sleep(0.05)
 
 
 def test_rate_limiter_spaces_requests() -> None:
