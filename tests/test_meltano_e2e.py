@@ -1,0 +1,609 @@
+"""End to end: `meltano run tap-bolna target-postgres` against the fake API and a real PostgreSQL.
+
+One throwaway PostgreSQL 15 server and one `meltano install` (into a temp copy of the project)
+serve the whole module. Each test gets its own warehouse database and its own Meltano system
+database, so state never leaks from one test into the next.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import typing as t
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+
+from tests.fake_api import FINAL_STATUSES, PENDING_STATUSES, FakeBolnaServer, World
+from tests.postgres import PostgresServer
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MELTANO = str(Path(sys.executable).parent / "meltano")
+API_KEY = "e2e-key"
+STATE_ID = "dev:tap-bolna-to-target-postgres"
+SCHEMA = "bolna"  # meltano.yml's default_target_schema
+COMMAND_TIMEOUT = 300
+# Not copied into the temp project: local environments, caches, output, secrets.
+NOT_COPIED = shutil.ignore_patterns(
+    ".git", ".venv", ".tools", ".meltano", "output", ".env", "__pycache__", "*_cache", "*.egg-info"
+)
+
+
+# --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL 15 server for the session, on 127.0.0.1, removed whatever happens."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temp copy of this repository with `meltano install` done once for the session."""
+    project = tmp_path_factory.mktemp("meltano") / "project"
+    shutil.copytree(PROJECT_ROOT, project, ignore=NOT_COPIED)
+    env = clean_environment()
+    env["MELTANO_DATABASE_URI"] = f"sqlite:///{project / 'install.db'}"
+    result = meltano(project, "install", env=env)
+    assert "Installed 3/3 plugins" in result.stdout + result.stderr
+    return project
+
+
+@dataclass
+class Pipeline:
+    """Everything one test needs to run Meltano against its own databases."""
+
+    project: Path
+    postgres: PostgresServer
+    api: FakeBolnaServer
+    world: World
+    database: str
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """`meltano <args>` in the project, failing the test on a non-zero exit."""
+        return meltano(self.project, *args, env=self.env, timeout=timeout)
+
+    def connect(self) -> psycopg.Connection:
+        """A connection to this test's warehouse database."""
+        return self.postgres.connect(self.database)
+
+    def execution_rows(self) -> list[tuple[str, str]]:
+        """(id, status) of every row of bolna.executions, duplicates included."""
+        with self.connect() as conn:
+            return conn.execute("SELECT id, status FROM bolna.executions").fetchall()
+
+    def state(self) -> dict[str, t.Any]:
+        """`meltano state get` for the tap-bolna -> target-postgres pipeline, parsed."""
+        return json.loads(self.run("state", "get", STATE_ID).stdout)
+
+
+@contextlib.contextmanager
+def serve_pipeline(
+    project: Path, postgres: PostgresServer, tmp_path: Path, world: World, **extra_env: str
+) -> Iterator[Pipeline]:
+    """Serve `world`, create a warehouse database, and point Meltano at both."""
+    database = postgres.create_database(f"warehouse_{uuid.uuid4().hex[:8]}")
+    try:
+        with FakeBolnaServer(world, api_key=API_KEY) as api:
+            env = clean_environment()
+            env.update(
+                {
+                    "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+                    "TAP_BOLNA_API_URL": api.url,
+                    "TAP_BOLNA_API_KEY": API_KEY,
+                    "TARGET_POSTGRES_HOST": postgres.host,
+                    "TARGET_POSTGRES_PORT": str(postgres.port),
+                    "TARGET_POSTGRES_USER": postgres.user,
+                    "TARGET_POSTGRES_PASSWORD": postgres.password,
+                    "TARGET_POSTGRES_DATABASE": database,
+                    **extra_env,
+                }
+            )
+            yield Pipeline(project, postgres, api, world, database, env)
+    finally:
+        postgres.drop_database(database)
+
+
+@pytest.fixture
+def pipeline(meltano_project: Path, postgres: PostgresServer, tmp_path: Path) -> Iterator[Pipeline]:
+    """A small account: 3 agents, 300 calls over 20 days, some still pending."""
+    world = World.generate(seed=7, agents=3, calls=300, days=20, pending_fraction=0.2)
+    with serve_pipeline(meltano_project, postgres, tmp_path, world) as served:
+        yield served
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def clean_environment() -> dict[str, str]:
+    """Our environment without any tap/target/Meltano settings a developer may have exported."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("TAP_BOLNA_", "TARGET_", "MELTANO_"))
+    }
+    env["UV_COMPILE_BYTECODE"] = "1"  # plugin venvs start ~2x faster with .pyc files
+    return env
+
+
+def meltano(
+    project: Path,
+    *args: str,
+    env: dict[str, str],
+    timeout: float = COMMAND_TIMEOUT,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run the project's `meltano` CLI in `project`; on failure show its output."""
+    result = subprocess.run(
+        [MELTANO, *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"meltano {' '.join(args)} exited {result.returncode}\n"
+            f"--- error lines\n{error_lines(result.stderr)}\n"
+            f"--- stdout (tail)\n{result.stdout[-3000:]}\n"
+            f"--- stderr (tail)\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+def error_lines(log: str, limit: int = 40) -> str:
+    """The first lines of a Meltano log that name an error (the tap's or target's own)."""
+    markers = ("error", "exception", "traceback", "failed")
+    lines = [line for line in log.splitlines() if any(m in line.lower() for m in markers)]
+    return "\n".join(lines[:limit])
+
+
+def fetch_one(
+    conn: psycopg.Connection, query: str, params: tuple[t.Any, ...] = ()
+) -> tuple[t.Any, ...]:
+    """The single row a query must return."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, query
+    return row
+
+
+def agent_partitions(state: dict[str, t.Any]) -> list[str]:
+    """The agent_id of every executions partition in a Singer state."""
+    partitions = state["singer_state"]["bookmarks"]["executions"]["partitions"]
+    return [partition["context"]["agent_id"] for partition in partitions]
+
+
+def assert_exactly_one_row_per_call(pipeline: Pipeline) -> dict[str, str]:
+    """The executions table holds exactly the fake's calls, once each; returns id -> status."""
+    rows = pipeline.execution_rows()
+    ids = [row[0] for row in rows]
+    assert len(ids) == len(set(ids)), "duplicate execution rows"
+    assert set(ids) == set(pipeline.world.executions)
+    return dict(rows)
+
+
+# --------------------------------------------------------------------------- tests
+
+
+def test_throwaway_postgres_is_local_and_leaves_nothing_behind() -> None:
+    """The PostgreSQL helper: version 15, 127.0.0.1 only, password auth, gone after stop()."""
+    with PostgresServer() as server:
+        base_dir = server.base_dir
+        assert base_dir is not None
+        assert base_dir.exists()
+        with server.connect() as conn:
+            (version,) = fetch_one(conn, "SHOW server_version_num")
+            (listen,) = fetch_one(conn, "SHOW listen_addresses")
+        assert version.startswith("15")
+        assert listen == "127.0.0.1"
+        wrong = server.conninfo().replace(server.password, "wrong-password")
+        with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
+            psycopg.connect(wrong).close()
+    assert not base_dir.exists()
+    with pytest.raises(psycopg.OperationalError):
+        psycopg.connect(server.conninfo(), connect_timeout=2).close()
+
+
+def test_meltano_yml_declares_every_tap_setting_and_capability() -> None:
+    """meltano.yml and `tap-bolna --about` stay in step: same settings, right kinds."""
+    about = json.loads(
+        subprocess.run(
+            [str(Path(sys.executable).parent / "tap-bolna"), "--about", "--format=json"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    project = yaml.safe_load((PROJECT_ROOT / "meltano.yml").read_text())
+    (tap,) = [p for p in project["plugins"]["extractors"] if p["name"] == "tap-bolna"]
+    assert tap["namespace"] == "tap_bolna"
+    assert tap["pip_url"] == "-e ${MELTANO_PROJECT_ROOT}"
+    assert tap["settings_group_validation"] == [["api_key"]]
+    assert sorted(tap["capabilities"]) == sorted(about["capabilities"])
+
+    declared = {setting["name"]: setting for setting in tap["settings"]}
+    properties = about["settings"]["properties"]
+    assert set(declared) - set(properties) == set(), "in meltano.yml, unknown to the tap"
+    assert set(properties) - set(declared) == set(), "settings of the tap missing in meltano.yml"
+    json_type_to_kind = {
+        "string": "string",
+        "integer": "integer",
+        "number": "decimal",
+        "boolean": "boolean",
+        "array": "array",
+        "object": "object",
+    }
+    for name, schema in properties.items():
+        types = [kind for kind in schema.get("type", []) if kind != "null"]
+        expected = (
+            "date_iso8601" if schema.get("format") == "date-time" else json_type_to_kind[types[0]]
+        )
+        assert declared[name]["kind"] == expected, name
+    assert declared["api_key"]["sensitive"] is True
+    assert {name for name, setting in declared.items() if setting.get("sensitive")} == {"api_key"}
+
+
+def test_env_example_names_real_settings() -> None:
+    """Each variable in .env.example is a setting in meltano.yml; every tap setting is listed."""
+    project = yaml.safe_load((PROJECT_ROOT / "meltano.yml").read_text())
+    plugins = project["plugins"]["extractors"] + project["plugins"]["loaders"]
+    settings = {
+        plugin["name"].upper().replace("-", "_"): {s["name"] for s in plugin["settings"]}
+        for plugin in plugins
+    }
+    meltano_variables = {"MELTANO_DATABASE_URI", "MELTANO_ENVIRONMENT"}
+    listed = {
+        line.lstrip("# ").split("=", 1)[0]
+        for line in (PROJECT_ROOT / ".env.example").read_text().splitlines()
+        if "=" in line and line.lstrip("# ").split("=", 1)[0].isupper()
+    }
+    assert "TAP_BOLNA_API_KEY" in listed
+    for variable in listed - meltano_variables:
+        prefix = next(name for name in settings if variable.startswith(name + "_"))
+        assert variable.removeprefix(prefix + "_").lower() in settings[prefix], variable
+    sdk_builtins = {
+        name
+        for name in settings["TAP_BOLNA"]
+        if name.startswith(("flattening", "stream_map", "faker", "batch_config"))
+    }
+    assert {f"TAP_BOLNA_{name.upper()}" for name in settings["TAP_BOLNA"] - sdk_builtins} <= listed
+
+
+def test_job_and_hourly_schedule(meltano_project: Path, tmp_path: Path) -> None:
+    """The job `bolna-to-postgres` runs tap-bolna -> target-postgres every hour."""
+    env = clean_environment()
+    env["MELTANO_DATABASE_URI"] = f"sqlite:///{tmp_path / 'meltano.db'}"
+    # From another directory with --cwd, as a cron line or an orchestrator would call it.
+    schedules = json.loads(
+        meltano(
+            tmp_path, f"--cwd={meltano_project}", "schedule", "list", "--format=json", env=env
+        ).stdout
+    )
+    (schedule,) = schedules["schedules"]["job"]
+    assert schedule["name"] == "bolna-to-postgres-hourly"
+    assert schedule["interval"] == "@hourly"
+    assert schedule["cron_interval"] == "0 * * * *"
+    assert schedule["job"] == {"name": "bolna-to-postgres", "tasks": ["tap-bolna target-postgres"]}
+
+
+def test_meltano_test_command(pipeline: Pipeline) -> None:
+    """`meltano test tap-bolna` passes with a good key and fails loudly with a bad one."""
+    pipeline.run("test", "tap-bolna")
+    printed = pipeline.run("config", "print", "tap-bolna").stdout
+    assert json.loads(printed)["api_url"] == pipeline.api.url
+    assert API_KEY not in printed  # masked
+    pipeline.env["TAP_BOLNA_API_KEY"] = "wrong-key"
+    result = meltano(pipeline.project, "test", "tap-bolna", env=pipeline.env, check=False)
+    assert result.returncode != 0
+    assert "403" in result.stdout + result.stderr
+
+
+def test_run_then_upsert_new_and_completed_calls(pipeline: Pipeline) -> None:
+    """Two `meltano run`s: the second adds new calls and finalizes pending ones, one row each."""
+    world = pipeline.world
+    pending_before = world.pending_ids()
+    assert pending_before, "the world should start with pending calls"
+
+    pipeline.run("run", "tap-bolna", "target-postgres")
+
+    statuses = assert_exactly_one_row_per_call(pipeline)
+    assert {statuses[call_id] for call_id in pending_before} <= set(PENDING_STATUSES)
+    with pipeline.connect() as conn:
+        column_types: dict[str, str] = dict(
+            conn.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_schema = %s AND table_name = 'executions'",
+                (SCHEMA,),
+            ).fetchall()
+        )
+        assert column_types["created_at"] in {
+            "timestamp without time zone",
+            "timestamp with time zone",
+        }
+        assert column_types["updated_at"] in {
+            "timestamp without time zone",
+            "timestamp with time zone",
+        }
+        assert column_types["telephony_data"] == "jsonb"
+        assert column_types["extracted_data"] == "jsonb"
+        # The API sends telephony_data.duration as an int or a numeric string; we store ints.
+        duration_types = conn.execute(
+            "SELECT jsonb_typeof(telephony_data->'duration'), "
+            "bool_and((telephony_data->>'duration') ~ '^[0-9]+$'), count(*) "
+            "FROM bolna.executions WHERE telephony_data ? 'duration' "
+            "AND telephony_data->'duration' <> 'null'::jsonb GROUP BY 1"
+        ).fetchall()
+        assert [(kind, integral) for kind, integral, _count in duration_types] == [("number", True)]
+        assert duration_types[0][2] > len(world.executions) // 2
+        # Timestamps keep their instant (stored as UTC).
+        stored_created: dict[str, dt.datetime] = dict(
+            conn.execute("SELECT id, created_at FROM bolna.executions")
+        )
+        expected_created = {
+            call_id: dt.datetime.fromisoformat(call["created_at"].replace("Z", "+00:00"))
+            for call_id, call in world.executions.items()
+        }
+        assert {
+            call_id: moment.replace(tzinfo=dt.timezone.utc) if moment.tzinfo is None else moment
+            for call_id, moment in stored_created.items()
+        } == expected_created
+        agent_ids = {row[0] for row in conn.execute("SELECT id FROM bolna.agents")}
+        assert agent_ids == set(world.agents)
+        batch_ids = [row[0] for row in conn.execute("SELECT batch_id FROM bolna.batches")]
+        assert sorted(batch_ids) == sorted(world.batches)
+
+    state = pipeline.state()
+    assert sorted(agent_partitions(state)) == sorted(world.agent_ids)
+
+    new_ids = world.add_calls(12)
+    completed_ids = world.complete_pending()
+    assert set(completed_ids) == pending_before
+
+    # The job runs the same pipeline (same state id) as the hourly schedule does.
+    pipeline.run("run", "bolna-to-postgres")
+
+    statuses = assert_exactly_one_row_per_call(pipeline)
+    assert set(new_ids) <= set(statuses)
+    assert {statuses[call_id] for call_id in pending_before} <= set(FINAL_STATUSES)
+    assert statuses == {call_id: call["status"] for call_id, call in world.executions.items()}
+    assert sorted(agent_partitions(pipeline.state())) == sorted(world.agent_ids)
+
+    # A full refresh re-reads everything and still upserts onto the same rows.
+    pipeline.run("run", "--full-refresh", "tap-bolna", "target-postgres")
+    assert_exactly_one_row_per_call(pipeline)
+
+
+def test_stream_selection(pipeline: Pipeline) -> None:
+    """The default selection leaves out execution_logs; `meltano select --exclude` drops more."""
+    meltano_yml = pipeline.project / "meltano.yml"
+    original = meltano_yml.read_text()
+    try:
+        pipeline.run("select", "tap-bolna", "--exclude", "batches", "*")
+        assert "!batches.*" in pipeline.run("select", "tap-bolna", "--list").stdout
+        listed = json.loads(pipeline.run("select", "tap-bolna", "--json").stdout)
+        selected = {entry["stream"] for entry in listed["streams"]}
+        assert {"agents", "executions"} <= selected
+        assert not selected & {"batches", "execution_logs"}
+        pipeline.run("run", "tap-bolna", "target-postgres")
+
+        # Opting in to the call logs (README) selects them.
+        pipeline.run("select", "tap-bolna", "--rm", "--exclude", "execution_logs", "*")
+        listed = json.loads(pipeline.run("select", "tap-bolna", "--json").stdout)
+        assert "execution_logs" in {entry["stream"] for entry in listed["streams"]}
+    finally:
+        meltano_yml.write_text(original)
+    assert_exactly_one_row_per_call(pipeline)
+    with pipeline.connect() as conn:
+        tables = {
+            row[0]
+            for row in conn.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = %s",
+                (SCHEMA,),
+            )
+        }
+    assert {"agents", "executions"} <= tables
+    assert not tables & {"batches", "execution_logs"}
+
+
+def test_killed_run_resumes_without_gaps_or_duplicates(
+    meltano_project: Path, postgres: PostgresServer, tmp_path: Path
+) -> None:
+    """SIGKILL `meltano run` mid-sync; the next run completes and nothing is missing."""
+    world = World.generate(seed=11, agents=3, calls=600, days=30)
+    with serve_pipeline(
+        meltano_project,
+        postgres,
+        tmp_path,
+        world,
+        # Small pages and windows plus latency make the sync take seconds, not milliseconds;
+        # small target batches make rows (and state) land while it is still running.
+        TAP_BOLNA_PAGE_SIZE="10",
+        TAP_BOLNA_WINDOW_DAYS="2",
+        TARGET_POSTGRES_BATCH_SIZE_ROWS="40",
+    ) as pipeline:
+        pipeline.api.latency = 0.05
+        process = subprocess.Popen(
+            [MELTANO, "run", "tap-bolna", "target-postgres"],
+            cwd=pipeline.project,
+            env=pipeline.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: meltano, tap and target
+        )
+        try:
+            landed = wait_for_some_rows(pipeline, process, deadline=time.monotonic() + 120)
+        finally:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=30)
+        assert 0 < landed < len(world.executions), "the kill should land mid-sync"
+
+        pipeline.api.latency = 0.0
+        # Meltano still sees the killed run as running (until its heartbeat is 5 minutes old):
+        # it refuses to start the same pipeline twice unless told with --force (see README).
+        refused = meltano(
+            pipeline.project, "run", "tap-bolna", "target-postgres", env=pipeline.env, check=False
+        )
+        assert refused.returncode != 0
+        assert "is already running" in refused.stderr
+        assert "--force" in refused.stderr
+        pipeline.run("run", "--force", "tap-bolna", "target-postgres")
+        assert_exactly_one_row_per_call(pipeline)
+        assert sorted(agent_partitions(pipeline.state())) == sorted(world.agent_ids)
+
+
+def wait_for_some_rows(
+    pipeline: Pipeline, process: subprocess.Popen[bytes], deadline: float
+) -> int:
+    """Poll until the executions table has rows (the run is under way); return their count."""
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "meltano run finished before it could be killed"
+        try:
+            count = len(pipeline.execution_rows())
+        except Exception:  # noqa: BLE001 - the table does not exist yet
+            count = 0
+        if count:
+            return count
+        time.sleep(0.1)
+    pytest.fail("no rows landed within the deadline")
+
+
+def test_state_in_postgres_system_database(pipeline: Pipeline, tmp_path: Path) -> None:
+    """With MELTANO_DATABASE_URI on PostgreSQL, workers share state and never run twice at once."""
+    system_db = pipeline.postgres.create_database(f"meltano_{uuid.uuid4().hex[:8]}")
+    try:
+        pipeline.env["MELTANO_DATABASE_URI"] = pipeline.postgres.sqlalchemy_url(system_db)
+        pipeline.env["TAP_BOLNA_PAGE_SIZE"] = "10"
+        pipeline.api.latency = 0.15  # worker A takes seconds, so worker B finds it running
+
+        worker_a = subprocess.Popen(
+            [MELTANO, "run", "tap-bolna", "target-postgres"],
+            cwd=pipeline.project,
+            env=pipeline.env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        try:
+            wait_for_running_job(pipeline.postgres, system_db, worker_a)
+            worker_b = meltano(
+                pipeline.project,
+                "run",
+                "tap-bolna",
+                "target-postgres",
+                env=pipeline.env,
+                check=False,
+            )
+            _, a_stderr = worker_a.communicate(timeout=COMMAND_TIMEOUT)
+        finally:
+            if worker_a.poll() is None:
+                os.killpg(worker_a.pid, signal.SIGKILL)
+                worker_a.wait(timeout=30)
+        assert worker_a.returncode == 0, error_lines(a_stderr)
+        assert worker_b.returncode != 0
+        assert "is already running" in worker_b.stderr
+        assert_exactly_one_row_per_call(pipeline)
+
+        with pipeline.postgres.connect(system_db) as conn:
+            (completed_state,) = fetch_one(
+                conn, "SELECT completed_state FROM state WHERE state_id = %s", (STATE_ID,)
+            )
+        stored = (
+            completed_state if isinstance(completed_state, dict) else json.loads(completed_state)
+        )
+        assert sorted(agent_partitions(stored)) == sorted(pipeline.world.agent_ids)
+
+        # "Another machine": a bare checkout with only meltano.yml, no local system database.
+        other_machine = tmp_path / "other-machine"
+        other_machine.mkdir()
+        shutil.copy(pipeline.project / "meltano.yml", other_machine / "meltano.yml")
+        seen_there = json.loads(
+            meltano(other_machine, "state", "get", STATE_ID, env=pipeline.env).stdout
+        )
+        assert seen_there == pipeline.state()
+        assert not (other_machine / ".meltano" / "meltano.db").exists()
+    finally:
+        pipeline.postgres.drop_database(system_db)
+
+
+def wait_for_running_job(
+    postgres: PostgresServer, system_db: str, process: subprocess.Popen[str]
+) -> None:
+    """Poll Meltano's `runs` table until the pipeline is recorded as RUNNING."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, "worker A finished before worker B could start"
+        try:
+            with postgres.connect(system_db) as conn:
+                running = conn.execute(
+                    "SELECT count(*) FROM runs WHERE job_name = %s AND state = 'RUNNING'",
+                    (STATE_ID,),
+                ).fetchone()
+        except Exception:  # noqa: BLE001 - Meltano has not created its tables yet
+            running = None
+        if running and running[0]:
+            return
+        time.sleep(0.1)
+    pytest.fail("worker A never showed up as RUNNING in the system database")
+
+
+def test_offline_demo(meltano_project: Path) -> None:
+    """`make demo`'s script: fake API -> target-csv -> a summary that says it is fake."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(meltano_project / "scripts" / "demo.py"),
+            f"--project-dir={meltano_project}",
+            "--skip-install",
+            "--calls=200",
+            "--days=10",
+        ],
+        env=clean_environment(),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    output = result.stdout
+    assert "FAKE Bolna API (offline demo)" in output
+    assert "all 200 calls the fake API holds landed, one row each" in output
+    for figure in ("Calls by status:", "Completion rate:", "Average duration:", "Failed calls:"):
+        assert figure in output
+
+    # target-csv wrote every call, with the nested objects as JSON (meltano.yml's stream maps).
+    with (meltano_project / "output" / "demo" / "executions.csv").open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == len({row["id"] for row in rows}) == 200
+    durations = [
+        json.loads(row["telephony_data"])["duration"] for row in rows if row["telephony_data"]
+    ]
+    assert len(durations) > 100
+    assert all(isinstance(duration, int) for duration in durations if duration is not None)
+    assert all(
+        isinstance(json.loads(row["cost_breakdown"]), dict) for row in rows if row["cost_breakdown"]
+    )
