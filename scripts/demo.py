@@ -5,7 +5,7 @@ fake API serves a generated account on 127.0.0.1, and the CSV files land in outp
 The summary is computed from those CSV files, i.e. from what the pipeline really loaded.
 """
 
-# ruff: noqa: INP001 - a script run by path, not a package module
+
 from __future__ import annotations
 
 import argparse
@@ -243,7 +243,7 @@ def run_logged(argv: list[str], *, cwd: Path, env: dict[str, str], log: Path, wh
     started = time.monotonic()
     say(f"-> {what} ...")
     with log.open("w", encoding="utf-8") as handle:
-        result = subprocess.run(  # noqa: S603 - fixed argv
+        result = subprocess.run(
             argv, cwd=cwd, env=env, stdout=handle, stderr=subprocess.STDOUT, check=False
         )
     elapsed = time.monotonic() - started

@@ -26,7 +26,6 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable
 
     import requests
-    from singer_sdk.helpers.types import Context
     from singer_sdk.streams.rest import RequestFunc
 
 
@@ -139,7 +138,7 @@ class BolnaStream(RESTStream):
         return 60
 
     @override
-    def get_new_paginator(self) -> None:
+    def get_new_paginator(self) -> HasMorePaginator | None:
         # List endpoints other than executions answer with one bare array.
         return None
 
@@ -189,7 +188,7 @@ class BolnaStream(RESTStream):
     def request_decorator(self, func: RequestFunc) -> RequestFunc:
         limiter = self.rate_limiter
 
-        def guarded(*args: t.Any, **kwargs: t.Any) -> requests.Response:
+        def guarded(*args: t.Any, **kwargs: t.Any) -> requests.Response:  # noqa: ANN401
             raise_if_cancelled()  # a cancelled fetch ahead sends nothing more, retries included
             if limiter is not None:
                 limiter.wait()  # every attempt, retries included, takes a turn
@@ -210,7 +209,7 @@ class BolnaStream(RESTStream):
     def backoff_max_tries(self) -> int:
         return BACKOFF_MAX_TRIES
 
-    def get_json(self, path: str, params: dict[str, t.Any], context: Context | None) -> t.Any:  # noqa: ANN401
+    def get_json(self, path: str, params: dict[str, t.Any]) -> t.Any:  # noqa: ANN401
         """One GET outside the paginated record loop, with the same errors and retries."""
 
         def send() -> requests.Response:

@@ -68,7 +68,7 @@ class AgentsStream(BolnaStream):
     def fetch_agent(self, agent_id: str) -> dict[str, t.Any]:
         """An agent the list does not show; a 404 names the configured id."""
         try:
-            return t.cast("dict[str, t.Any]", self.get_json(f"/v2/agent/{agent_id}", {}, None))
+            return t.cast("dict[str, t.Any]", self.get_json(f"/v2/agent/{agent_id}", {}))
         except BolnaAPIError as exc:
             if exc.status_code != 404:  # noqa: PLR2004
                 raise
@@ -188,7 +188,7 @@ class ExecutionsStream(AgentScopedStream):
             params["from"], params["to"] = context["from"], context["to"]
         return params
 
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:  # noqa: ANN401
         """Per-run plans, and the agents the parent announced for parallel fetching."""
         super().__init__(*args, **kwargs)
         self._sync_time = dt.datetime.now(dt.timezone.utc)
@@ -258,7 +258,9 @@ class ExecutionsStream(AgentScopedStream):
         come from the prefetcher, which is already fetching the next windows and agents.
         """
         agent_id = agent.context["agent_id"]
-        prefetcher = self.prefetcher() if self.config["max_workers"] > 1 and self._announced else None
+        prefetcher = (
+            self.prefetcher() if self.config["max_workers"] > 1 and self._announced else None
+        )
         if prefetcher is None or agent_id not in self._prefetched_agents:
             for window in agent.windows:
                 yield window, self.request_records({**agent.context, **window.params()})
@@ -333,7 +335,9 @@ class ExecutionsStream(AgentScopedStream):
         self.finalize_state_progress_markers(partition_state)
 
     @override
-    def _increment_stream_state(self, latest_record: Record, *, context: Context | None = None) -> None:
+    def _increment_stream_state(
+        self, latest_record: Record, *, context: Context | None = None
+    ) -> None:
         # The window walk owns this stream's bookmark (see checkpoint). The SDK's per-record
         # "progress markers" would be promoted at partition end and overwrite it with the
         # newest created_at seen, so they are not kept at all. (No public hook for this.)
@@ -366,12 +370,12 @@ class ExecutionsStream(AgentScopedStream):
         """
         path = self.get_url(context).removeprefix(self.url_base)
         params: dict[str, t.Any] = {**self.filter_params(), "page_size": 1, "page_number": 1}
-        body = self.get_json(path, params, context)
+        body = self.get_json(path, params)
         while body.get("has_more"):
             total = body.get("total")
             next_page = total if isinstance(total, int) and total > params["page_number"] else None
             params["page_number"] = next_page or params["page_number"] + 1
-            body = self.get_json(path, params, context)
+            body = self.get_json(path, params)
         calls = body.get("data") or []
         return parse_timestamp(calls[-1]["created_at"]) if calls else None
 
@@ -445,7 +449,11 @@ class AgentSync:
     @property
     def has_no_calls(self) -> bool:
         """Never synced and nothing to walk: the agent has no calls at all."""
-        return not self.windows and self.bookmark.synced_through is None and self.lower_bound == self.end
+        return (
+            not self.windows
+            and self.bookmark.synced_through is None
+            and self.lower_bound == self.end
+        )
 
 
 @dataclass(frozen=True)
@@ -478,4 +486,3 @@ def as_integer(value: object) -> int | None:
         return int(decimal.Decimal(str(value).strip()).to_integral_value(decimal.ROUND_HALF_UP))
     except (decimal.InvalidOperation, ValueError):
         return None
-

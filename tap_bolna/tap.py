@@ -136,12 +136,13 @@ class TapBolna(Tap):
         additional_properties=False,  # a misspelt setting name fails instead of being ignored
     ).to_dict()
 
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:  # noqa: ANN401
         """Validate what JSON Schema cannot: date formats and their order."""
         super().__init__(*args, **kwargs)
         errors = date_setting_errors(self.config)
         if errors and kwargs.get("validate_config", True):
-            raise ConfigValidationError("Config validation failed", errors=errors)
+            msg = "Config validation failed"
+            raise ConfigValidationError(msg, errors=errors)
 
     @classmethod
     @override

@@ -32,7 +32,9 @@ class SyncResult:
 
     def records(self, stream: str = "executions") -> list[dict[str, t.Any]]:
         """Every RECORD of a stream, in order."""
-        return [m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream]
+        return [
+            m["record"] for m in self.messages if m["type"] == "RECORD" and m["stream"] == stream
+        ]
 
     def ids(self, stream: str = "executions", key: str = "id") -> list[str]:
         """The key of every record of a stream (duplicates kept, so tests can see them)."""

@@ -69,19 +69,29 @@ def test_state_is_one_readable_bookmark_per_agent(account: FakeAccount) -> None:
     assert set(by_agent) == set(account.world.agent_ids)
     for partition in by_agent.values():
         assert partition["replication_key"] == "created_at"
-        assert parse_timestamp(partition["replication_key_value"]) <= dt.datetime.now(dt.timezone.utc)
-        assert not {"progress_markers", "replication_key_signpost", "starting_replication_value"} & set(partition)
+        assert parse_timestamp(partition["replication_key_value"]) <= dt.datetime.now(
+            dt.timezone.utc
+        )
+        assert not {
+            "progress_markers",
+            "replication_key_signpost",
+            "starting_replication_value",
+        } & set(partition)
     pending_in_state = {i for p in by_agent.values() for i in p["pending_calls"]}
     assert pending_in_state == account.world.pending_ids()
     assert API_KEY not in json.dumps(state)
 
 
 def test_a_state_message_follows_every_window(account: FakeAccount) -> None:
-    result = run_tap(account.config(start_date=days_ago(60), agent_ids=[account.world.agent_ids[0]]))
+    result = run_tap(
+        account.config(start_date=days_ago(60), agent_ids=[account.world.agent_ids[0]])
+    )
 
     windows = [r for r in execution_requests(account) if r.query.get("page_number") == "1"]
     agent_states = [s for s in result.states if "executions" in s.get("bookmarks", {})]
-    bookmarks = [partitions(s)[account.world.agent_ids[0]].get("replication_key_value") for s in agent_states]
+    bookmarks = [
+        partitions(s)[account.world.agent_ids[0]].get("replication_key_value") for s in agent_states
+    ]
     # One checkpoint per window, each further on than the last.
     distinct = list(dict.fromkeys(b for b in bookmarks if b))
     assert len(distinct) == len(windows) >= 9
@@ -165,7 +175,10 @@ def test_agent_without_calls_gets_a_bookmark(max_workers: int) -> None:
         assert first.ids() == []
         assert all(p.get("replication_key_value") for p in partitions(first.final_state).values())
         new_ids = world.add_calls(4)
-        second = run_tap({"api_key": "k", "api_url": api.url, "max_workers": max_workers}, state=first.final_state)
+        second = run_tap(
+            {"api_key": "k", "api_url": api.url, "max_workers": max_workers},
+            state=first.final_state,
+        )
     assert sorted(second.ids()) == sorted(new_ids)
 
 
@@ -178,13 +191,22 @@ def test_calls_exactly_on_window_edges_are_emitted_once(max_workers: int) -> Non
     on_edges = [i for edge in edges for i in world.add_calls(2, agent_id=agent, created_at=edge)]
     at_start = world.add_calls(1, agent_id=agent, created_at=start)
     with FakeBolnaServer(world, api_key="k") as api:
-        result = run_tap({"api_key": "k", "api_url": api.url, "max_workers": max_workers, "start_date": start.isoformat()})
+        result = run_tap(
+            {
+                "api_key": "k",
+                "api_url": api.url,
+                "max_workers": max_workers,
+                "start_date": start.isoformat(),
+            }
+        )
         froms = {r.query.get("from") for r in api.requests}
 
     ids = result.ids()
     assert Counter(ids).most_common(1)[0][1] == 1
     assert set(on_edges + at_start) <= set(ids)
-    assert set(ids) == {i for i, c in world.executions.items() if parse_timestamp(c["created_at"]) >= start}
+    assert set(ids) == {
+        i for i, c in world.executions.items() if parse_timestamp(c["created_at"]) >= start
+    }
     # The edges really were shared by two windows each (so the test covers the overlap).
     assert {e.strftime("%Y-%m-%dT%H:%M:%S.000Z") for e in edges} <= froms
 
@@ -193,10 +215,14 @@ def test_end_date_bounds_the_backfill(account: FakeAccount) -> None:
     end = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=20)
     result = run_tap(account.config(start_date=days_ago(60), end_date=end.isoformat()))
 
-    expected = {i for i, c in account.world.executions.items() if parse_timestamp(c["created_at"]) <= end}
+    expected = {
+        i for i, c in account.world.executions.items() if parse_timestamp(c["created_at"]) <= end
+    }
     assert set(result.ids()) == expected
     for partition in partitions(result.final_state).values():
-        assert abs(parse_timestamp(partition["replication_key_value"]) - end) < dt.timedelta(seconds=1)
+        assert abs(parse_timestamp(partition["replication_key_value"]) - end) < dt.timedelta(
+            seconds=1
+        )
 
 
 def test_start_date_later_than_bookmark_wins(account: FakeAccount) -> None:
@@ -205,7 +231,9 @@ def test_start_date_later_than_bookmark_wins(account: FakeAccount) -> None:
     second = run_tap(account.config(start_date=later.isoformat()), state=first.final_state)
 
     created = [parse_timestamp(r["created_at"]) for r in second.records()]
-    expected = {i for i, c in account.world.executions.items() if parse_timestamp(c["created_at"]) >= later}
+    expected = {
+        i for i, c in account.world.executions.items() if parse_timestamp(c["created_at"]) >= later
+    }
     assert set(second.ids()) == expected
     assert min(created) >= later
 
@@ -215,12 +243,18 @@ def test_pending_calls_older_than_lookback_are_warned_about(
 ) -> None:
     world = World.generate(seed=9, agents=1, calls=100, days=40, old_pending=3)
     with FakeBolnaServer(world, api_key="k") as api:
-        config = {"api_key": "k", "api_url": api.url, "max_workers": max_workers, "start_date": days_ago(45)}
+        config = {
+            "api_key": "k",
+            "api_url": api.url,
+            "max_workers": max_workers,
+            "start_date": days_ago(45),
+        }
         first = run_tap(config)
         old = {
             i
             for i in world.pending_ids()
-            if parse_timestamp(world.executions[i]["created_at"]) < dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=14)
+            if parse_timestamp(world.executions[i]["created_at"])
+            < dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=14)
         }
         assert len(old) == 3
         api.clear_requests()
@@ -232,13 +266,21 @@ def test_pending_calls_older_than_lookback_are_warned_about(
     assert not old & followed
     # None of the dated requests reaches back past the look-back horizon.
     horizon = dt.datetime.now(dt.timezone.utc) - dt.timedelta(days=14, minutes=5)
-    assert all(parse_timestamp(r.query["from"]) >= horizon for r in api.requests if "from" in r.query)
+    assert all(
+        parse_timestamp(r.query["from"]) >= horizon for r in api.requests if "from" in r.query
+    )
 
 
 def test_longer_lookback_follows_older_pending_calls(max_workers: int) -> None:
     world = World.generate(seed=9, agents=1, calls=100, days=40, old_pending=3)
     with FakeBolnaServer(world, api_key="k") as api:
-        config = {"api_key": "k", "api_url": api.url, "max_workers": max_workers, "start_date": days_ago(45), "pending_lookback_days": 35}
+        config = {
+            "api_key": "k",
+            "api_url": api.url,
+            "max_workers": max_workers,
+            "start_date": days_ago(45),
+            "pending_lookback_days": 35,
+        }
         first = run_tap(config)
         completed = set(world.complete_pending())
         second = run_tap(config, state=first.final_state)
@@ -260,7 +302,11 @@ def test_filters_and_page_size_reach_the_api(account: FakeAccount) -> None:
     assert queries
     for query in queries:
         assert query["page_size"] == "20"
-        assert (query["status"], query["call_type"], query["provider"]) == ("completed", "outbound", "twilio")
+        assert (query["status"], query["call_type"], query["provider"]) == (
+            "completed",
+            "outbound",
+            "twilio",
+        )
         assert query["answered_by_voice_mail"] == "false"
     assert records
     assert all(r["status"] == "completed" for r in records)
@@ -292,7 +338,11 @@ def test_batches_carry_their_agent(account: FakeAccount) -> None:
     assert batches
     keys = [b["batch_id"] for b in batches]
     assert len(keys) == len(set(keys))
-    used = {(c["agent_id"], c["batch_id"]) for c in account.world.executions.values() if c.get("batch_id")}
+    used = {
+        (c["agent_id"], c["batch_id"])
+        for c in account.world.executions.values()
+        if c.get("batch_id")
+    }
     assert {(b["agent_id"], b["batch_id"]) for b in batches} >= used
 
 
@@ -301,14 +351,21 @@ def test_every_pending_status_is_followed(status: str, max_workers: int) -> None
     world = World.generate(seed=4, agents=1, calls=10, days=5)
     call_id = world.add_calls(1, status=status)[0]
     with FakeBolnaServer(world, api_key="k") as api:
-        config = {"api_key": "k", "api_url": api.url, "max_workers": max_workers, "start_date": days_ago(6)}
+        config = {
+            "api_key": "k",
+            "api_url": api.url,
+            "max_workers": max_workers,
+            "start_date": days_ago(6),
+        }
         first = run_tap(config)
         world.complete_pending(ids=[call_id])
         second = run_tap(config, state=first.final_state)
     assert second.ids() == [call_id]
 
 
-def test_rate_limit_applies_to_every_request(account: FakeAccount, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rate_limit_applies_to_every_request(
+    account: FakeAccount, monkeypatch: pytest.MonkeyPatch
+) -> None:
     turns = []
     original = RequestRateLimiter.wait
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import decimal
 import json
+from typing import TYPE_CHECKING
 
-import pytest
 from singer_sdk.helpers.conform import TypeConformanceLevel
 from singer_sdk.io_base import SingerWriter
 
@@ -13,6 +13,9 @@ from tap_bolna.streams import ExecutionsStream
 from tap_bolna.tap import TapBolna
 from tests.conftest import API_KEY, days_ago, run_tap
 from tests.fake_api import FakeBolnaServer, World
+
+if TYPE_CHECKING:
+    import pytest
 
 
 def records_by_stream(raw_stdout: str) -> dict[str, list[dict]]:
@@ -25,18 +28,25 @@ def records_by_stream(raw_stdout: str) -> dict[str, list[dict]]:
     return found
 
 
-def test_records_are_identical_with_and_without_the_speed_levers(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_records_are_identical_with_and_without_the_speed_levers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     world = World.generate(seed=17, agents=2, calls=600, days=20)
     # One field the schema does not declare: the SDK drops it, so must the fast path.
     next(iter(world.executions.values()))["field_bolna_added_later"] = 1
     with FakeBolnaServer(world, api_key=API_KEY) as api:
         config = {"api_key": API_KEY, "api_url": api.url, "start_date": days_ago(25)}
         fast = run_tap(config)
-        monkeypatch.setattr(ExecutionsStream, "TYPE_CONFORMANCE_LEVEL", TypeConformanceLevel.RECURSIVE)
+        monkeypatch.setattr(
+            ExecutionsStream, "TYPE_CONFORMANCE_LEVEL", TypeConformanceLevel.RECURSIVE
+        )
         monkeypatch.setattr(TapBolna, "message_writer_class", SingerWriter)
         reference = run_tap(config)
 
-    fast_records, reference_records = records_by_stream(fast.raw_stdout), records_by_stream(reference.raw_stdout)
+    fast_records, reference_records = (
+        records_by_stream(fast.raw_stdout),
+        records_by_stream(reference.raw_stdout),
+    )
     # The account snapshot carries the time of each sync; everything else must match exactly.
     assert fast_records.pop("account")[0]["wallet"] == reference_records.pop("account")[0]["wallet"]
     assert len(fast_records["executions"]) == 600

@@ -67,11 +67,15 @@ def test_kill_mid_backfill_then_resume_loses_nothing(tmp_path: Path, max_workers
         assert returncode == -signal.SIGKILL
         killed_state = next(m["value"] for m in reversed(messages) if m["type"] == "STATE")
         emitted_before = [
-            m["record"]["id"] for m in messages if m["type"] == "RECORD" and m["stream"] == "executions"
+            m["record"]["id"]
+            for m in messages
+            if m["type"] == "RECORD" and m["stream"] == "executions"
         ]
         first_agent = world.agent_ids[0]
         bookmark = partitions(killed_state)[first_agent]["replication_key_value"]
-        assert bookmark < max(c["created_at"] for c in world.executions.values() if c["agent_id"] == first_agent)
+        assert bookmark < max(
+            c["created_at"] for c in world.executions.values() if c["agent_id"] == first_agent
+        )
         api.clear_requests()
 
         resumed = run_tap(config, state=killed_state)

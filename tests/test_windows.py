@@ -101,7 +101,12 @@ def test_bookmark_round_trips_through_state() -> None:
         "pending_calls": {"b": {"created_at": "x", "status": "queued"}},
     }
     assert AgentBookmark.from_state(state) == AgentBookmark(T0, state["pending_calls"])
-    assert AgentBookmark.from_state({"replication_key": "updated_at", "replication_key_value": "2026"}).synced_through is None
+    assert (
+        AgentBookmark.from_state(
+            {"replication_key": "updated_at", "replication_key_value": "2026"}
+        ).synced_through
+        is None
+    )
 
 
 def test_emit_filter_emits_edge_calls_once_and_tracks_pending() -> None:
@@ -118,7 +123,9 @@ def test_emit_filter_emits_edge_calls_once_and_tracks_pending() -> None:
 
 
 def test_emit_filter_reemits_a_pending_call_only_when_its_status_changed() -> None:
-    bookmark = AgentBookmark(T0 + DAY, {"p": {"created_at": format_timestamp(T0), "status": "queued"}})
+    bookmark = AgentBookmark(
+        T0 + DAY, {"p": {"created_at": format_timestamp(T0), "status": "queued"}}
+    )
     recheck = Window(T0, T0 + dt.timedelta(milliseconds=1), recheck=True)
 
     assert not EmitFilter(bookmark, None).should_emit(call("p", T0, "queued"), recheck)
@@ -133,14 +140,28 @@ def test_emit_filter_reemits_a_pending_call_only_when_its_status_changed() -> No
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [(42, 42), ("42", 42), ("42.6", 43), (41.5, 42), (" 7 ", 7), ("", None), ("n/a", None), (None, None), (True, None)],
+    [
+        (42, 42),
+        ("42", 42),
+        ("42.6", 43),
+        (41.5, 42),
+        (" 7 ", 7),
+        ("", None),
+        ("n/a", None),
+        (None, None),
+        (True, None),
+    ],
 )
 def test_durations_become_integers(raw: object, expected: int | None) -> None:
     assert as_integer(raw) == expected
 
 
 def test_normalize_execution_renames_old_duration_and_fixes_nested_durations() -> None:
-    row = {"conversation_time": 12.5, "telephony_data": {"duration": "30"}, "transfer_call_data": {"duration": 4}}
+    row = {
+        "conversation_time": 12.5,
+        "telephony_data": {"duration": "30"},
+        "transfer_call_data": {"duration": 4},
+    }
     assert normalize_execution(row) == {
         "conversation_duration": 12.5,
         "telephony_data": {"duration": 30},
@@ -148,7 +169,10 @@ def test_normalize_execution_renames_old_duration_and_fixes_nested_durations() -
     }
 
 
-@pytest.mark.parametrize("text", ["2026-01-01", "2026-01-01T00:00:00Z", "2026-01-01T05:30:00+05:30", "2026-01-01T00:00:00"])
+@pytest.mark.parametrize(
+    "text",
+    ["2026-01-01", "2026-01-01T00:00:00Z", "2026-01-01T05:30:00+05:30", "2026-01-01T00:00:00"],
+)
 def test_timestamps_parse_to_aware_utc(text: str) -> None:
     assert parse_timestamp(text) == T0
 
