@@ -12,7 +12,7 @@ import pytest
 
 from tap_bolna.prefetch import RequestRateLimiter
 from tap_bolna.windows import PENDING_STATUSES, parse_timestamp
-from tests.conftest import API_KEY, FakeAccount, days_ago, partitions, run_tap
+from tests.conftest import API_KEY, FakeAccount, days_ago, make_config, partitions, run_tap
 from tests.fake_api import FINAL_STATUSES, FakeBolnaServer, World
 
 MAX_WINDOW = dt.timedelta(days=7)
@@ -154,8 +154,8 @@ def test_sync_with_nothing_new_makes_one_request_per_agent(account: FakeAccount)
 
 def test_no_start_date_extracts_whole_history_in_windows(max_workers: int) -> None:
     world = World.generate(seed=11, agents=2, calls=400, days=120)
-    with FakeBolnaServer(world, api_key="k") as api:
-        result = run_tap({"api_key": "k", "api_url": api.url, "max_workers": max_workers})
+    with FakeBolnaServer(world, api_key=API_KEY) as api:
+        result = run_tap(make_config(api, max_workers=max_workers))
         requests = [r for r in api.requests if r.path.endswith("/executions")]
 
     assert sorted(result.ids()) == sorted(world.executions)
@@ -170,13 +170,13 @@ def test_no_start_date_extracts_whole_history_in_windows(max_workers: int) -> No
 
 def test_agent_without_calls_gets_a_bookmark(max_workers: int) -> None:
     world = World.generate(seed=5, agents=2, calls=0, days=10)
-    with FakeBolnaServer(world, api_key="k") as api:
-        first = run_tap({"api_key": "k", "api_url": api.url, "max_workers": max_workers})
+    with FakeBolnaServer(world, api_key=API_KEY) as api:
+        first = run_tap(make_config(api, max_workers=max_workers))
         assert first.ids() == []
         assert all(p.get("replication_key_value") for p in partitions(first.final_state).values())
         new_ids = world.add_calls(4)
         second = run_tap(
-            {"api_key": "k", "api_url": api.url, "max_workers": max_workers},
+            make_config(api, max_workers=max_workers),
             state=first.final_state,
         )
     assert sorted(second.ids()) == sorted(new_ids)
@@ -190,15 +190,8 @@ def test_calls_exactly_on_window_edges_are_emitted_once(max_workers: int) -> Non
     edges = [start + k * MAX_WINDOW for k in range(1, 4)]
     on_edges = [i for edge in edges for i in world.add_calls(2, agent_id=agent, created_at=edge)]
     at_start = world.add_calls(1, agent_id=agent, created_at=start)
-    with FakeBolnaServer(world, api_key="k") as api:
-        result = run_tap(
-            {
-                "api_key": "k",
-                "api_url": api.url,
-                "max_workers": max_workers,
-                "start_date": start.isoformat(),
-            }
-        )
+    with FakeBolnaServer(world, api_key=API_KEY) as api:
+        result = run_tap(make_config(api, max_workers=max_workers, start_date=start.isoformat()))
         froms = {r.query.get("from") for r in api.requests}
 
     ids = result.ids()
@@ -242,13 +235,8 @@ def test_pending_calls_older_than_lookback_are_warned_about(
     caplog: pytest.LogCaptureFixture, max_workers: int
 ) -> None:
     world = World.generate(seed=9, agents=1, calls=100, days=40, old_pending=3)
-    with FakeBolnaServer(world, api_key="k") as api:
-        config = {
-            "api_key": "k",
-            "api_url": api.url,
-            "max_workers": max_workers,
-            "start_date": days_ago(45),
-        }
+    with FakeBolnaServer(world, api_key=API_KEY) as api:
+        config = make_config(api, max_workers=max_workers, start_date=days_ago(45))
         first = run_tap(config)
         old = {
             i
@@ -273,14 +261,10 @@ def test_pending_calls_older_than_lookback_are_warned_about(
 
 def test_longer_lookback_follows_older_pending_calls(max_workers: int) -> None:
     world = World.generate(seed=9, agents=1, calls=100, days=40, old_pending=3)
-    with FakeBolnaServer(world, api_key="k") as api:
-        config = {
-            "api_key": "k",
-            "api_url": api.url,
-            "max_workers": max_workers,
-            "start_date": days_ago(45),
-            "pending_lookback_days": 35,
-        }
+    with FakeBolnaServer(world, api_key=API_KEY) as api:
+        config = make_config(
+            api, max_workers=max_workers, start_date=days_ago(45), pending_lookback_days=35
+        )
         first = run_tap(config)
         completed = set(world.complete_pending())
         second = run_tap(config, state=first.final_state)
@@ -350,13 +334,8 @@ def test_batches_carry_their_agent(account: FakeAccount) -> None:
 def test_every_pending_status_is_followed(status: str, max_workers: int) -> None:
     world = World.generate(seed=4, agents=1, calls=10, days=5)
     call_id = world.add_calls(1, status=status)[0]
-    with FakeBolnaServer(world, api_key="k") as api:
-        config = {
-            "api_key": "k",
-            "api_url": api.url,
-            "max_workers": max_workers,
-            "start_date": days_ago(6),
-        }
+    with FakeBolnaServer(world, api_key=API_KEY) as api:
+        config = make_config(api, max_workers=max_workers, start_date=days_ago(6))
         first = run_tap(config)
         world.complete_pending(ids=[call_id])
         second = run_tap(config, state=first.final_state)
