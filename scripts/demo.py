@@ -5,7 +5,6 @@ fake API serves a generated account on 127.0.0.1, and the CSV files land in outp
 The summary is computed from those CSV files, i.e. from what the pipeline really loaded.
 """
 
-
 from __future__ import annotations
 
 import argparse

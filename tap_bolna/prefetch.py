@@ -9,6 +9,7 @@ STATE in the same order as a sequential sync: the SDK's state handling stays sin
 from __future__ import annotations
 
 import collections
+import logging
 import queue
 import threading
 import time
@@ -26,6 +27,19 @@ _worker = threading.local()
 
 class FetchCancelledError(Exception):
     """A fetch ahead was cancelled; raised instead of sending a request (never retried)."""
+
+
+class CancelledFetchLogFilter(logging.Filter):
+    """Drops log lines of a fetch ahead that was cancelled (its retries, its give-up).
+
+    After a fatal error the workers' last words would come after the error line a person
+    needs to read; nothing they say then matters.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:  # noqa: ARG002
+        """Keep the line unless this thread fills a cancelled stream."""
+        cancelled = getattr(_worker, "cancelled", None)
+        return cancelled is None or not cancelled.is_set()
 
 
 def raise_if_cancelled() -> None:

@@ -7,12 +7,14 @@ import decimal
 import sys
 import typing as t
 from dataclasses import dataclass
+from http import HTTPStatus
+from urllib.parse import urlparse
 
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_bolna import schemas
 from tap_bolna.client import BolnaAPIError, BolnaStream, HasMorePaginator, response_json
-from tap_bolna.prefetch import OrderedPrefetcher
+from tap_bolna.prefetch import CancelledFetchLogFilter, OrderedPrefetcher
 from tap_bolna.windows import (
     AgentBookmark,
     EmitFilter,
@@ -141,6 +143,12 @@ class AccountStream(BolnaStream):
     @override
     def parse_response(self, response: requests.Response) -> Iterable[dict]:
         account = response_json(response)
+        if not account:  # [], {} or null: nothing to snapshot, which is no reason to fail a sync
+            self.logger.warning("Bolna answered %s with an empty body; no account row.", self.path)
+            return
+        if not isinstance(account, dict):
+            msg = f"Bolna answered {self.path} with {type(account).__name__}, expected an object"
+            raise BolnaAPIError(msg)
         account["synced_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
         yield account
 
@@ -276,6 +284,8 @@ class ExecutionsStream(AgentScopedStream):
         """The pool fetching every announced agent's windows, in sync order (made once)."""
         if self._prefetcher is None:
             workers = self.config["max_workers"]
+            if not any(isinstance(f, CancelledFetchLogFilter) for f in self.logger.filters):
+                self.logger.addFilter(CancelledFetchLogFilter())
             self._prefetcher = OrderedPrefetcher(
                 self.window_jobs(),
                 self.fetch_window,
@@ -422,7 +432,17 @@ class ExecutionLogsStream(BolnaStream):
     state_partitioning_keys = ()
 
     @override
+    def validate_response(self, response: requests.Response) -> None:
+        if response.status_code == HTTPStatus.NOT_FOUND:
+            # A call deleted since it was listed has no log: not a reason to stop the sync.
+            self.logger.warning("No log for %s (HTTP 404); skipped.", urlparse(response.url).path)
+            return
+        super().validate_response(response)
+
+    @override
     def parse_response(self, response: requests.Response) -> Iterable[dict]:
+        if response.status_code == HTTPStatus.NOT_FOUND:
+            return
         body = response_json(response)
         lines = body.get("data") if isinstance(body, dict) else body
         for position, line in enumerate(lines or ()):
