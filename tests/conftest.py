@@ -15,6 +15,14 @@ from pathlib import Path
 import pytest
 
 from tap_bolna.tap import TapBolna
+
+# Session fixtures of the Meltano + PostgreSQL tests, here so that every module shares one of each.
+from tests.e2e_support import (  # noqa: F401
+    loaded_warehouse,
+    meltano_project,
+    pii_safe_warehouse,
+    postgres,
+)
 from tests.fake_api import FakeBolnaServer, World
 
 API_KEY = "test-key-5ecret-do-not-log"

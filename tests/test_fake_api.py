@@ -341,6 +341,14 @@ def test_reset_next_drops_the_connection_without_a_response(api, session):
     ]
 
 
+def test_json_200_next_answers_the_given_body_then_the_real_one(api, session):
+    api.json_200_next(1, [], path_contains="/phone-numbers/")
+
+    assert session.get(f"{api.url}/user/me").json()["id"]  # not matching: the real answer
+    assert session.get(f"{api.url}/phone-numbers/all").json() == []
+    assert session.get(f"{api.url}/phone-numbers/all").json() == api.world.phone_numbers
+
+
 def test_html_200_next_looks_like_a_proxy_page(api, session):
     api.html_200_next(1)
 

@@ -1,17 +1,17 @@
 """End to end: `meltano run tap-bolna target-postgres` against the fake API and a real PostgreSQL.
 
 One throwaway PostgreSQL 15 server and one `meltano install` (into a temp copy of the project)
-serve the whole module. Each test gets its own warehouse database and its own Meltano system
-database, so state never leaks from one test into the next.
+serve the whole session (see `tests/e2e_support.py`). Each test gets its own warehouse database
+and its own Meltano system database, so state never leaks from one test into the next.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,111 +19,34 @@ import sys
 import time
 import typing as t
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 import pytest
 import yaml
 
-from tests.fake_api import FINAL_STATUSES, PENDING_STATUSES, FakeBolnaServer, World
+from tests.e2e_support import (
+    API_KEY,
+    COMMAND_TIMEOUT,
+    MELTANO,
+    PROJECT_ROOT,
+    SCHEMA,
+    STATE_ID,
+    Pipeline,
+    clean_environment,
+    error_lines,
+    fetch_one,
+    meltano,
+    serve_pipeline,
+)
+from tests.fake_api import FINAL_STATUSES, PENDING_STATUSES, World
 from tests.postgres import PostgresServer
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-MELTANO = str(Path(sys.executable).parent / "meltano")
-API_KEY = "e2e-key"
-STATE_ID = "dev:tap-bolna-to-target-postgres"
-SCHEMA = "bolna"  # meltano.yml's default_target_schema
-COMMAND_TIMEOUT = 300
-# Not copied into the temp project: local environments, caches, output, secrets.
-NOT_COPIED = shutil.ignore_patterns(
-    ".git", ".venv", ".tools", ".meltano", "output", ".env", "__pycache__", "*_cache", "*.egg-info"
-)
-
 
 # --------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[PostgresServer]:
-    """One PostgreSQL 15 server for the session, on 127.0.0.1, removed whatever happens."""
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="session")
-def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A temp copy of this repository with `meltano install` done once for the session."""
-    project = tmp_path_factory.mktemp("meltano") / "project"
-    shutil.copytree(PROJECT_ROOT, project, ignore=NOT_COPIED)
-    env = clean_environment()
-    env["MELTANO_DATABASE_URI"] = f"sqlite:///{project / 'install.db'}"
-    result = meltano(project, "install", env=env)
-    assert "Installed 3/3 plugins" in result.stdout + result.stderr
-    return project
-
-
-@dataclass
-class Pipeline:
-    """Everything one test needs to run Meltano against its own databases."""
-
-    project: Path
-    postgres: PostgresServer
-    api: FakeBolnaServer
-    world: World
-    database: str
-    env: dict[str, str]
-
-    def run(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
-        """`meltano <args>` in the project, failing the test on a non-zero exit."""
-        return meltano(self.project, *args, env=self.env, timeout=timeout)
-
-    def connect(self) -> psycopg.Connection:
-        """A connection to this test's warehouse database."""
-        return self.postgres.connect(self.database)
-
-    def execution_rows(self) -> list[tuple[str, str]]:
-        """(id, status) of every row of bolna.executions, duplicates included."""
-        with self.connect() as conn:
-            return conn.execute("SELECT id, status FROM bolna.executions").fetchall()
-
-    def state(self) -> dict[str, t.Any]:
-        """`meltano state get` for the tap-bolna -> target-postgres pipeline, parsed."""
-        return json.loads(self.run("state", "get", STATE_ID).stdout)
-
-
-@contextlib.contextmanager
-def serve_pipeline(
-    project: Path, postgres: PostgresServer, tmp_path: Path, world: World, **extra_env: str
-) -> Iterator[Pipeline]:
-    """Serve `world`, create a warehouse database, and point Meltano at both."""
-    database = postgres.create_database(f"warehouse_{uuid.uuid4().hex[:8]}")
-    try:
-        with FakeBolnaServer(world, api_key=API_KEY) as api:
-            env = clean_environment()
-            env.update(
-                {
-                    "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
-                    "TAP_BOLNA_API_URL": api.url,
-                    "TAP_BOLNA_API_KEY": API_KEY,
-                    "TARGET_POSTGRES_HOST": postgres.host,
-                    "TARGET_POSTGRES_PORT": str(postgres.port),
-                    "TARGET_POSTGRES_USER": postgres.user,
-                    "TARGET_POSTGRES_PASSWORD": postgres.password,
-                    "TARGET_POSTGRES_DATABASE": database,
-                    **extra_env,
-                }
-            )
-            yield Pipeline(project, postgres, api, world, database, env)
-    finally:
-        postgres.drop_database(database)
 
 
 @pytest.fixture
@@ -135,60 +58,6 @@ def pipeline(meltano_project: Path, postgres: PostgresServer, tmp_path: Path) ->
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def clean_environment() -> dict[str, str]:
-    """Our environment without any tap/target/Meltano settings a developer may have exported."""
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("TAP_BOLNA_", "TARGET_", "MELTANO_"))
-    }
-    env["UV_COMPILE_BYTECODE"] = "1"  # plugin venvs start ~2x faster with .pyc files
-    return env
-
-
-def meltano(
-    project: Path,
-    *args: str,
-    env: dict[str, str],
-    timeout: float = COMMAND_TIMEOUT,
-    check: bool = True,
-) -> subprocess.CompletedProcess[str]:
-    """Run the project's `meltano` CLI in `project`; on failure show its output."""
-    result = subprocess.run(
-        [MELTANO, *args],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if check and result.returncode != 0:
-        pytest.fail(
-            f"meltano {' '.join(args)} exited {result.returncode}\n"
-            f"--- error lines\n{error_lines(result.stderr)}\n"
-            f"--- stdout (tail)\n{result.stdout[-3000:]}\n"
-            f"--- stderr (tail)\n{result.stderr[-5000:]}"
-        )
-    return result
-
-
-def error_lines(log: str, limit: int = 40) -> str:
-    """The first lines of a Meltano log that name an error (the tap's or target's own)."""
-    markers = ("error", "exception", "traceback", "failed")
-    lines = [line for line in log.splitlines() if any(m in line.lower() for m in markers)]
-    return "\n".join(lines[:limit])
-
-
-def fetch_one(
-    conn: psycopg.Connection, query: str, params: tuple[t.Any, ...] = ()
-) -> tuple[t.Any, ...]:
-    """The single row a query must return."""
-    row = conn.execute(query, params).fetchone()
-    assert row is not None, query
-    return row
 
 
 def agent_partitions(state: dict[str, t.Any]) -> list[str]:
@@ -269,13 +138,17 @@ def test_meltano_yml_declares_every_tap_setting_and_capability() -> None:
 
 def test_env_example_names_real_settings() -> None:
     """Each variable in .env.example is a setting in meltano.yml; every tap setting is listed."""
-    project = yaml.safe_load((PROJECT_ROOT / "meltano.yml").read_text())
+    meltano_yml = (PROJECT_ROOT / "meltano.yml").read_text()
+    project = yaml.safe_load(meltano_yml)
     plugins = project["plugins"]["extractors"] + project["plugins"]["loaders"]
     settings = {
         plugin["name"].upper().replace("-", "_"): {s["name"] for s in plugin["settings"]}
         for plugin in plugins
+        if "inherit_from" not in plugin  # an inheriting plugin has its parent's settings
     }
+    # Meltano's own, and those meltano.yml reads itself (`${BOLNA_PHONE_HASH_SALT}`).
     meltano_variables = {"MELTANO_DATABASE_URI", "MELTANO_ENVIRONMENT"}
+    meltano_variables |= set(re.findall(r"\$\{(\w+)\}", meltano_yml))
     listed = {
         line.lstrip("# ").split("=", 1)[0]
         for line in (PROJECT_ROOT / ".env.example").read_text().splitlines()
@@ -571,6 +444,9 @@ def wait_for_running_job(
     pytest.fail("worker A never showed up as RUNNING in the system database")
 
 
+DEMO_SEED = 5
+
+
 def test_offline_demo(meltano_project: Path) -> None:
     """`make demo`'s script: fake API -> target-csv -> a summary that says it is fake."""
     result = subprocess.run(
@@ -579,6 +455,8 @@ def test_offline_demo(meltano_project: Path) -> None:
             str(meltano_project / "scripts" / "demo.py"),
             f"--project-dir={meltano_project}",
             "--skip-install",
+            f"--seed={DEMO_SEED}",
+            "--agents=3",
             "--calls=200",
             "--days=10",
         ],
@@ -595,10 +473,14 @@ def test_offline_demo(meltano_project: Path) -> None:
     for figure in ("Calls by status:", "Completion rate:", "Average duration:", "Failed calls:"):
         assert figure in output
 
-    # target-csv wrote every call, with the nested objects as JSON (meltano.yml's stream maps).
+    # target-csv wrote every call once (README "CSV and JSON exports"), with the nested objects
+    # as JSON (meltano.yml's stream maps). The demo's account, generated again from the same
+    # arguments, has the same call ids (they do not depend on the clock).
     with (meltano_project / "output" / "demo" / "executions.csv").open(newline="") as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == len({row["id"] for row in rows}) == 200
+    served = World.generate(seed=DEMO_SEED, agents=3, calls=200, days=10)
+    assert len(rows) == 200
+    assert {row["id"] for row in rows} == set(served.executions)
     durations = [
         json.loads(row["telephony_data"])["duration"] for row in rows if row["telephony_data"]
     ]

@@ -59,12 +59,13 @@ class LoggedRequest:
 class _Fault:
     """Misbehaviour armed for the next `remaining` requests whose target has `path_contains`."""
 
-    kind: str  # "status", "reset" or "html200"
+    kind: str  # "status", "reset", "html200" or "json200"
     remaining: int
     status: int = 200
     retry_after: str | None = None
     path_contains: str | None = None
     html: bool = False
+    body: Any = None  # what a "json200" fault answers
 
     def matches(self, target: str) -> bool:
         return self.path_contains is None or self.path_contains in target
@@ -342,6 +343,8 @@ def _fault_answer(fault: _Fault) -> tuple[int, bytes, str, dict[str, str]]:
     """Status, body, content type and headers for an injected fault."""
     if fault.kind == "html200":
         return 200, _PROXY_PAGE, HTML_TYPE, {}
+    if fault.kind == "json200":
+        return 200, _json(fault.body), JSON_TYPE, {}
     headers = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}
     try:
         phrase = HTTPStatus(fault.status).phrase
@@ -399,8 +402,8 @@ class FakeBolnaServer:
     """The fake Bolna API on 127.0.0.1 (ephemeral port), served from a daemon thread.
 
     Use as a context manager (or `start()` / `stop()`). `url` is the base URL; `requests`
-    lists every request answered; `fail_next`, `reset_next`, `html_200_next` and `latency`
-    make it misbehave.
+    lists every request answered; `fail_next`, `reset_next`, `html_200_next`, `json_200_next`
+    and `latency` make it misbehave.
     """
 
     def __init__(self, world: World, api_key: str = "test-key", *, port: int = 0) -> None:
@@ -514,6 +517,10 @@ class FakeBolnaServer:
     def html_200_next(self, n: int, *, path_contains: str | None = None) -> None:
         """Answer the next `n` matching requests with 200 and an HTML page, like a captive proxy."""
         self._arm(_Fault("html200", n, path_contains=path_contains))
+
+    def json_200_next(self, n: int, body: Any, *, path_contains: str | None = None) -> None:
+        """Answer the next `n` matching requests with 200 and `body` as JSON (e.g. `[]`)."""
+        self._arm(_Fault("json200", n, path_contains=path_contains, body=body))
 
     def _arm(self, fault: _Fault) -> None:
         if fault.remaining > 0:

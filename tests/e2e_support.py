@@ -1,0 +1,204 @@
+"""What the Meltano + PostgreSQL end-to-end tests share: one PostgreSQL server and one
+`meltano install` per session, a way to point Meltano at the fake API and a fresh database, and
+one account loaded once (plainly and PII-safe) for the tests that only read it.
+
+The session fixtures are registered in `tests/conftest.py`, so every module gets the same ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import typing as t
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.fake_api import FakeBolnaServer, World
+from tests.postgres import PostgresServer
+
+if t.TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import psycopg
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+MELTANO = str(Path(sys.executable).parent / "meltano")
+API_KEY = "e2e-key"
+STATE_ID = "dev:tap-bolna-to-target-postgres"
+SCHEMA = "bolna"  # tap-bolna's load_schema in meltano.yml: target-postgres's default schema
+PII_SAFE_SCHEMA = "bolna_pii_safe"  # tap-bolna--pii-safe's load_schema
+PHONE_HASH_SALT = "e2e-phone-hash-salt-5b9e"  # BOLNA_PHONE_HASH_SALT for the PII-safe loads
+COMMAND_TIMEOUT = 300
+# Not copied into the temp project: local environments, caches, output, secrets.
+NOT_COPIED = shutil.ignore_patterns(
+    ".git", ".venv", ".tools", ".meltano", "output", ".env", "__pycache__", "*_cache", "*.egg-info"
+)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL 15 server for the session, on 127.0.0.1, removed whatever happens."""
+    server = PostgresServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A temp copy of this repository with `meltano install` done once for the session."""
+    project = tmp_path_factory.mktemp("meltano") / "project"
+    shutil.copytree(PROJECT_ROOT, project, ignore=NOT_COPIED)
+    env = clean_environment()
+    env["MELTANO_DATABASE_URI"] = f"sqlite:///{project / 'install.db'}"
+    result = meltano(project, "install", env=env)
+    # tap-bolna--pii-safe inherits from tap-bolna and shares its virtualenv.
+    assert "Installed 3/4 plugins" in result.stdout + result.stderr
+    return project
+
+
+@dataclass
+class Pipeline:
+    """Everything one test needs to run Meltano against its own databases."""
+
+    project: Path
+    postgres: PostgresServer
+    api: FakeBolnaServer
+    world: World
+    database: str
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = COMMAND_TIMEOUT) -> subprocess.CompletedProcess[str]:
+        """`meltano <args>` in the project, failing the test on a non-zero exit."""
+        return meltano(self.project, *args, env=self.env, timeout=timeout)
+
+    def connect(self) -> psycopg.Connection:
+        """A connection to this test's warehouse database."""
+        return self.postgres.connect(self.database)
+
+    def execution_rows(self) -> list[tuple[str, str]]:
+        """(id, status) of every row of bolna.executions, duplicates included."""
+        with self.connect() as conn:
+            return conn.execute("SELECT id, status FROM bolna.executions").fetchall()
+
+    def state(self) -> dict[str, t.Any]:
+        """`meltano state get` for the tap-bolna -> target-postgres pipeline, parsed."""
+        return json.loads(self.run("state", "get", STATE_ID).stdout)
+
+
+@contextlib.contextmanager
+def serve_pipeline(
+    project: Path, postgres: PostgresServer, tmp_path: Path, world: World, **extra_env: str
+) -> Iterator[Pipeline]:
+    """Serve `world`, create a warehouse database, and point Meltano at both."""
+    database = postgres.create_database(f"warehouse_{uuid.uuid4().hex[:8]}")
+    try:
+        with FakeBolnaServer(world, api_key=API_KEY) as api:
+            env = clean_environment()
+            env.update(
+                {
+                    "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
+                    "TAP_BOLNA_API_URL": api.url,
+                    "TAP_BOLNA_API_KEY": API_KEY,
+                    "TARGET_POSTGRES_HOST": postgres.host,
+                    "TARGET_POSTGRES_PORT": str(postgres.port),
+                    "TARGET_POSTGRES_USER": postgres.user,
+                    "TARGET_POSTGRES_PASSWORD": postgres.password,
+                    "TARGET_POSTGRES_DATABASE": database,
+                    **extra_env,
+                }
+            )
+            yield Pipeline(project, postgres, api, world, database, env)
+    finally:
+        postgres.drop_database(database)
+
+
+@pytest.fixture(scope="session")
+def loaded_warehouse(
+    meltano_project: Path, postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Pipeline]:
+    """One account loaded once by `meltano run tap-bolna target-postgres`, for read-only tests.
+
+    3 agents, 400 calls over 20 days (every status, voice mail, transfers, failures). Tests must
+    change neither the world nor the tables; the fake API keeps serving until the session ends.
+    """
+    world = World.generate(seed=23, agents=3, calls=400, days=20, pending_fraction=0.1)
+    with serve_pipeline(
+        meltano_project,
+        postgres,
+        tmp_path_factory.mktemp("warehouse"),
+        world,
+        BOLNA_PHONE_HASH_SALT=PHONE_HASH_SALT,
+    ) as pipeline:
+        pipeline.run("run", "tap-bolna", "target-postgres")
+        yield pipeline
+
+
+@pytest.fixture(scope="session")
+def pii_safe_warehouse(loaded_warehouse: Pipeline) -> Pipeline:
+    """The same account, loaded again by the job `bolna-to-postgres-pii-safe` (bolna_pii_safe)."""
+    loaded_warehouse.run("run", "bolna-to-postgres-pii-safe")
+    return loaded_warehouse
+
+
+def clean_environment() -> dict[str, str]:
+    """Our environment without any tap/target/Meltano settings a developer may have exported."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("TAP_BOLNA_", "TARGET_", "MELTANO_", "BOLNA_"))
+    }
+    env["UV_COMPILE_BYTECODE"] = "1"  # plugin venvs start ~2x faster with .pyc files
+    return env
+
+
+def meltano(
+    project: Path,
+    *args: str,
+    env: dict[str, str],
+    timeout: float = COMMAND_TIMEOUT,
+    check: bool = True,
+) -> subprocess.CompletedProcess[str]:
+    """Run the project's `meltano` CLI in `project`; on failure show its output."""
+    result = subprocess.run(
+        [MELTANO, *args],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+    if check and result.returncode != 0:
+        pytest.fail(
+            f"meltano {' '.join(args)} exited {result.returncode}\n"
+            f"--- error lines\n{error_lines(result.stderr)}\n"
+            f"--- stdout (tail)\n{result.stdout[-3000:]}\n"
+            f"--- stderr (tail)\n{result.stderr[-5000:]}"
+        )
+    return result
+
+
+def error_lines(log: str, limit: int = 40) -> str:
+    """The first lines of a Meltano log that name an error (the tap's or target's own)."""
+    markers = ("error", "exception", "traceback", "failed")
+    lines = [line for line in log.splitlines() if any(m in line.lower() for m in markers)]
+    return "\n".join(lines[:limit])
+
+
+def fetch_one(
+    conn: psycopg.Connection, query: str, params: tuple[t.Any, ...] = ()
+) -> tuple[t.Any, ...]:
+    """The single row a query must return."""
+    row = conn.execute(query, params).fetchone()
+    assert row is not None, query
+    return row
