@@ -204,7 +204,7 @@ def render(summary: Summary, *, output_dir: Path, expected_ids: set[str] | None 
         f"Failed calls:      {summary.failed} ({failed_detail})",
         f"Not connected:     {not_connected} (busy or no-answer)",
         f"Still pending:     {summary.pending} (re-read by the next incremental run)",
-        f"Total cost:        {summary.total_cost:,.2f}",
+        f"Total cost:        {summary.total_cost:,.2f} cents (total_cost)",
         "",
         "Per agent:                 calls  completed   rate  avg duration",
     ]
