@@ -117,8 +117,6 @@ class HasMorePaginator(PageNumberPaginator):
 class BolnaStream(RESTStream):
     """Base for every Bolna stream: one place for URL, auth, errors and retries."""
 
-    # Bare JSON arrays are the norm; enveloped endpoints override parse_response.
-    records_jsonpath = "$[*]"
     # Shared by every stream of a tap run (set by the tap) when max_requests_per_second is set.
     rate_limiter: RequestRateLimiter | None = None
 
@@ -144,6 +142,7 @@ class BolnaStream(RESTStream):
 
     @override
     def parse_response(self, response: requests.Response) -> Iterable[dict]:
+        # Bare JSON arrays are the norm; enveloped endpoints override this.
         body = response_json(response)
         if not isinstance(body, list):
             msg = f"Bolna answered {self.path} with {type(body).__name__}, expected a JSON array"

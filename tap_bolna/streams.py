@@ -172,6 +172,16 @@ class ExecutionsStream(AgentScopedStream):
     # mixed type (durations) and drops unknown top-level fields, so the output is the same.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
+    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:  # noqa: ANN401
+        """Per-run plans, and the agents the parent announced for parallel fetching."""
+        super().__init__(*args, **kwargs)
+        self._sync_time = dt.datetime.now(dt.timezone.utc)
+        self._agent_syncs: dict[str, AgentSync] = {}
+        self._announced: list[Context] = []
+        self._prefetcher: OrderedPrefetcher[WindowJob, dict] | None = None
+        self._warned_fields: set[str] = set()
+        self._prefetched_agents: set[str] = set()
+
     @override
     def get_new_paginator(self) -> HasMorePaginator:
         return HasMorePaginator()
@@ -195,16 +205,6 @@ class ExecutionsStream(AgentScopedStream):
         if context and "from" in context:
             params["from"], params["to"] = context["from"], context["to"]
         return params
-
-    def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:  # noqa: ANN401
-        """Per-run plans, and the agents the parent announced for parallel fetching."""
-        super().__init__(*args, **kwargs)
-        self._sync_time = dt.datetime.now(dt.timezone.utc)
-        self._agent_syncs: dict[str, AgentSync] = {}
-        self._announced: list[Context] = []
-        self._prefetcher: OrderedPrefetcher[WindowJob, dict] | None = None
-        self._warned_fields: set[str] = set()
-        self._prefetched_agents: set[str] = set()
 
     @override
     def announce_agents(self, contexts: list[Context]) -> None:
@@ -262,8 +262,8 @@ class ExecutionsStream(AgentScopedStream):
     def fetch_windows(self, agent: AgentSync) -> Iterator[tuple[Window, Iterable[dict]]]:
         """Each window of the agent with its records, in order.
 
-        With max_workers 1 the pages stream straight from the API. Otherwise whole windows
-        come from the prefetcher, which is already fetching the next windows and agents.
+        With max_workers 1 the pages stream straight from the API. Otherwise they come from
+        the prefetcher, whose workers are already fetching the next windows and agents.
         """
         agent_id = agent.context["agent_id"]
         prefetcher = (
