@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import sys
 import typing as t
 
@@ -11,7 +13,13 @@ from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
 
 from tap_bolna import streams
-from tap_bolna.client import BACKOFF_MAX_TRIES, BolnaAPIError, BolnaStream
+from tap_bolna.client import (
+    BACKOFF_MAX_TRIES,
+    RETRIABLE_ERRORS,
+    BolnaAPIError,
+    BolnaStream,
+    describe_failure,
+)
 from tap_bolna.prefetch import RequestRateLimiter
 from tap_bolna.windows import parse_timestamp
 
@@ -21,7 +29,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
 
 CALL_STATUSES = [
     "scheduled", "queued", "rescheduled", "initiated", "ringing", "in-progress",
@@ -31,6 +39,8 @@ CALL_STATUSES = [
 MAX_PAGE_SIZE = 50  # the API's own limit
 MAX_WINDOW_DAYS = 7  # wider from/to ranges get HTTP 400
 MAX_WORKERS = 8  # within the HTTP connection pool's default size of 10
+# Failures the tap reports itself, in one line, when the sync ends on them.
+ONE_LINE_FAILURES: tuple[type[Exception], ...] = (BolnaAPIError, *RETRIABLE_ERRORS)
 
 
 class TapBolna(Tap):
@@ -145,18 +155,31 @@ class TapBolna(Tap):
             raise ConfigValidationError(msg, errors=errors)
 
     @classmethod
+    @contextlib.contextmanager
+    def one_line_failures(cls) -> Iterator[None]:
+        """When a run fails on Bolna, end with the one line that says why.
+
+        The SDK's excepthook would bury the message under a traceback.
+        """
+        try:
+            yield
+        except BolnaAPIError as exc:
+            cls.logger.error("%s", exc)  # noqa: TRY400
+        except RetriableAPIError as exc:  # still failing when the backoff gave up
+            cls.logger.error("%s (gave up after %d tries)", exc, BACKOFF_MAX_TRIES)  # noqa: TRY400
+        except RETRIABLE_ERRORS as exc:  # connection errors, when the backoff gave up
+            what = describe_failure(exc)
+            cls.logger.error("%s (gave up after %d tries)", what, BACKOFF_MAX_TRIES)  # noqa: TRY400
+        else:
+            return
+        sys.exit(1)
+
+    @classmethod
     @override
     def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
         """Run a sync; when Bolna refuses it, end with the one line that says why."""
-        try:
+        with cls.one_line_failures():
             super().invoke(*args, **kwargs)
-        except BolnaAPIError as exc:
-            # The message says what to fix; the SDK's excepthook would bury it under a traceback.
-            cls.logger.error("%s", exc)  # noqa: TRY400
-            sys.exit(1)
-        except RetriableAPIError as exc:  # still failing when the backoff gave up
-            cls.logger.error("%s (gave up after %d tries)", exc, BACKOFF_MAX_TRIES)  # noqa: TRY400
-            sys.exit(1)
 
     @override
     def discover_streams(self) -> list[BolnaStream]:
@@ -169,12 +192,29 @@ class TapBolna(Tap):
             streams.KnowledgebasesStream(self),
             streams.AccountStream(self),
         ]
+        for stream in found:
+            if not any(isinstance(f, ReportedFailureLogFilter) for f in stream.logger.filters):
+                stream.logger.addFilter(ReportedFailureLogFilter())
         per_second = self.config.get("max_requests_per_second")
         if per_second:
             limiter = RequestRateLimiter(per_second)  # one budget for every stream and worker
             for stream in found:
                 stream.rate_limiter = limiter
         return found
+
+
+class ReportedFailureLogFilter(logging.Filter):
+    """Drops the SDK's "An unhandled error occurred while syncing" for a failure we report.
+
+    The SDK logs it at ERROR for the failing stream and again for each parent, before the
+    exception reaches `TapBolna.one_line_failures`, which says what failed and where.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every other line, and this one when the failure is not one the tap reports."""
+        if not str(record.msg).startswith("An unhandled error occurred while syncing"):
+            return True
+        return not isinstance(sys.exc_info()[1], ONE_LINE_FAILURES)  # logged in an except block
 
 
 def date_setting_errors(config: Mapping[str, t.Any]) -> list[str]:
