@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import ipaddress
+import json
 import logging
 import sys
 import typing as t
+from pathlib import Path
+from urllib.parse import urlparse
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
@@ -31,6 +35,8 @@ else:
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
 
+    import click
+
 CALL_STATUSES = [
     "scheduled", "queued", "rescheduled", "initiated", "ringing", "in-progress",
     "call-disconnected", "completed", "balance-low", "busy", "no-answer", "canceled",
@@ -40,7 +46,11 @@ MAX_PAGE_SIZE = 50  # the API's own limit
 MAX_WINDOW_DAYS = 7  # wider from/to ranges get HTTP 400
 MAX_WORKERS = 8  # within the HTTP connection pool's default size of 10
 # Failures the tap reports itself, in one line, when the sync ends on them.
-ONE_LINE_FAILURES: tuple[type[Exception], ...] = (BolnaAPIError, *RETRIABLE_ERRORS)
+ONE_LINE_FAILURES: tuple[type[Exception], ...] = (
+    ConfigValidationError,
+    BolnaAPIError,
+    *RETRIABLE_ERRORS,
+)
 
 
 class TapBolna(Tap):
@@ -62,7 +72,10 @@ class TapBolna(Tap):
             "api_url",
             th.StringType,
             default="https://api.bolna.ai",
-            description="Base URL of the Bolna API.",
+            description=(
+                "Base URL of the Bolna API: `https://`, or `http://` to this machine only "
+                "(127.0.0.1, localhost, [::1]), so the key never travels in clear text."
+            ),
         ),
         th.Property(
             "start_date",
@@ -147,9 +160,13 @@ class TapBolna(Tap):
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:  # noqa: ANN401
-        """Validate what JSON Schema cannot: date formats and their order."""
-        super().__init__(*args, **kwargs)
-        errors = date_setting_errors(self.config)
+        """Validate what JSON Schema cannot: the key, the URL, date formats and their order."""
+        try:
+            super().__init__(*args, **kwargs)
+        except ConfigValidationError as exc:  # its lines quote values, a mistyped api_key too
+            errors = [hide_secret_value(error, self.config_jsonschema) for error in exc.errors]
+            raise ConfigValidationError(str(exc), errors=errors, schema=exc.schema) from None
+        errors = [*api_setting_errors(self.config), *date_setting_errors(self.config)]
         if errors and kwargs.get("validate_config", True):
             msg = "Config validation failed"
             raise ConfigValidationError(msg, errors=errors)
@@ -157,12 +174,14 @@ class TapBolna(Tap):
     @classmethod
     @contextlib.contextmanager
     def one_line_failures(cls) -> Iterator[None]:
-        """When a run fails on Bolna, end with the one line that says why.
+        """When a run fails on bad settings or on Bolna, end with the one line that says why.
 
         The SDK's excepthook would bury the message under a traceback.
         """
         try:
             yield
+        except ConfigValidationError as exc:
+            cls.logger.error("Config validation failed: %s", "; ".join(exc.errors) or exc)  # noqa: TRY400
         except BolnaAPIError as exc:
             cls.logger.error("%s", exc)  # noqa: TRY400
         except RetriableAPIError as exc:  # still failing when the backoff gave up
@@ -177,9 +196,20 @@ class TapBolna(Tap):
     @classmethod
     @override
     def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
-        """Run a sync; when Bolna refuses it, end with the one line that says why."""
+        """Run a sync; when it fails on settings or on Bolna, end with one line that says why."""
         with cls.one_line_failures():
             super().invoke(*args, **kwargs)
+
+    @classmethod
+    @override
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> t.Any:
+        """Name a config file that cannot be used, in one line (the SDK ends in a traceback)."""
+        for path in value:
+            problem = None if path == "ENV" else config_file_problem(path)
+            if problem:
+                cls.logger.error("%s", problem)
+                ctx.exit(1)
+        return super().cb_config(ctx, param, value)
 
     @override
     def discover_streams(self) -> list[BolnaStream]:
@@ -215,6 +245,82 @@ class ReportedFailureLogFilter(logging.Filter):
         if not str(record.msg).startswith("An unhandled error occurred while syncing"):
             return True
         return not isinstance(sys.exc_info()[1], ONE_LINE_FAILURES)  # logged in an except block
+
+
+def config_file_problem(path: str) -> str | None:
+    """Why a --config file cannot be used, in one line; None if it holds a JSON object."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return f"Config file {path} not found"
+    except OSError as exc:
+        return f"Config file {path} cannot be read: {exc.strerror or exc}"
+    except UnicodeDecodeError:
+        return f"Config file {path} is not UTF-8 text"
+    try:
+        value = json.loads(text)  # the message gives the position, never the content
+    except json.JSONDecodeError as exc:
+        return f"Config file {path} is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    if not isinstance(value, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(value), "a number"
+        )
+        return f"Config file {path} holds {kind}, not a JSON object of settings"
+    return None
+
+
+def api_setting_errors(config: Mapping[str, t.Any]) -> list[str]:
+    """One line per unusable api_key or api_url, naming it (never quoting the key)."""
+    errors: list[str] = []
+    key = config.get("api_key")
+    if isinstance(key, str) and not key.strip():
+        errors.append("api_key is empty: set it to your Bolna API key (dashboard → Developers)")
+    url = config.get("api_url")
+    problem = api_url_problem(url) if isinstance(url, str) else None
+    if problem:
+        errors.append(problem)
+    return errors
+
+
+def api_url_problem(url: str) -> str | None:
+    """api_url must be an absolute https URL, or http only to this machine (the fake API)."""
+    parts = urlparse(url.strip())
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = urlparse("")
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return f"api_url: {url!r} is not an absolute http(s) URL (like https://api.bolna.ai)"
+    if parts.username or parts.password:  # not quoted: that part may be a secret
+        return "api_url must not hold a user name or password (the key goes in api_key)"
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return (
+            f"api_url: {url!r} would send the API key in clear text; use https:// "
+            "(plain http:// is only allowed to 127.0.0.1, localhost or [::1])"
+        )
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def hide_secret_value(error: str, config_schema: Mapping[str, t.Any]) -> str:
+    """A schema error about a secret setting, without the value the validator quotes."""
+    for name, schema in config_schema.get("properties", {}).items():
+        if schema.get("secret") and error.endswith(f" in config[{name!r}]"):
+            declared = schema.get("type", [])
+            kinds = [declared] if isinstance(declared, str) else list(declared)
+            kinds = [kind for kind in kinds if kind != "null"]
+            expected = " or ".join(kinds) or "valid value"
+            return f"{name} must be a {expected} (the value given is not shown: it is secret)"
+    return error
 
 
 def date_setting_errors(config: Mapping[str, t.Any]) -> list[str]:
