@@ -265,3 +265,71 @@ def test_python_dash_m_about() -> None:
     assert "Name: tap-bolna" in lines
     for setting in ("api_key", "start_date", "end_date", "page_size", "window_days"):
         assert setting in proc.stdout
+
+
+# ---------------------------------------------------------------- --test
+
+
+def test_connection_test_with_a_good_key_says_so_in_one_line(
+    tmp_path: Path, small_account: FakeAccount
+) -> None:
+    api, world = small_account.api, small_account.world
+    first = world.agent_ids[0]
+    calls = sum(call["agent_id"] == first for call in world.executions.values())
+    started = time.monotonic()
+    result = run_tap_cli(tmp_path, small_account.config(), "--test")
+    assert time.monotonic() - started < STARTUP_SECONDS + 1
+    assert result.returncode == 0, result.stderr
+    verdicts = [line for line in result.stderr.splitlines() if "Connection test" in line]
+    assert [line.split(" | ")[-1] for line in verdicts] == [
+        (
+            f"Connection test passed: {api.url} accepted the API key; 2 agents; "
+            f"agent {first} has {calls} calls (2 requests)"
+        )
+    ]
+    assert "| INFO" in verdicts[0]
+    assert error_lines(result.stderr) == []
+    assert "| WARNING" not in result.stderr
+    assert [request.path for request in api.requests] == [
+        "/v2/agent/all",
+        f"/v2/agent/{first}/executions",
+    ]
+    assert result.raw_stdout == ""  # a check, not a sync: no Singer messages
+    assert API_KEY not in result.stderr
+
+
+def test_connection_test_with_a_bad_key_fails_in_one_line(
+    tmp_path: Path, small_account: FakeAccount
+) -> None:
+    wrong_key = "wrong-key-7f3a-not-the-real-one"
+    result = run_tap_cli(tmp_path, small_account.config(api_key=wrong_key), "--test")
+    assert result.returncode == 1
+    assert error_lines(result.stderr) == [
+        "Bolna rejected the API key (HTTP 403): Invalid or expired API key"
+    ]
+    assert "Connection test passed" not in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(small_account.api.requests) == 1
+    for secret in (wrong_key, API_KEY):
+        assert secret not in result.stderr
+
+
+def test_connection_test_checks_the_settings_first(
+    tmp_path: Path, small_account: FakeAccount
+) -> None:
+    # The SDK's --test would end in a ConfigValidationError traceback here.
+    result = run_tap_cli(tmp_path, small_account.config(page_size=0), "--test")
+    assert result.returncode == 1
+    assert error_lines(result.stderr) == [
+        "Config validation failed: 0 is less than the minimum of 1 in config['page_size']"
+    ]
+    assert "Traceback" not in result.stderr
+    assert small_account.api.requests == []
+
+
+def test_schema_test_is_the_sdks(tmp_path: Path, small_account: FakeAccount) -> None:
+    result = run_tap_cli(tmp_path, small_account.config(), "--test=schema")
+    assert result.returncode == 0, result.stderr
+    schemas = {m["stream"] for m in result.messages if m["type"] == "SCHEMA"}
+    assert {"agents", "executions", "batches"} <= schemas
+    assert small_account.api.requests == []

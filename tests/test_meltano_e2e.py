@@ -183,16 +183,37 @@ def test_job_and_hourly_schedule(meltano_project: Path, tmp_path: Path) -> None:
     assert schedule["job"] == {"name": "bolna-to-postgres", "tasks": ["tap-bolna target-postgres"]}
 
 
+def tap_log(output: str) -> list[tuple[str, str]]:
+    """(level, message) of every line the tap logged under Meltano (structured, JSON)."""
+    records = [json.loads(line) for line in output.splitlines() if line.startswith('{"level"')]
+    return [(record["level"], record["message"]) for record in records]
+
+
 def test_meltano_test_command(pipeline: Pipeline) -> None:
-    """`meltano test tap-bolna` passes with a good key and fails loudly with a bad one."""
-    pipeline.run("test", "tap-bolna")
+    """`meltano test tap-bolna` answers in seconds, in one line, for a good and for a bad key."""
+    started = time.monotonic()
+    passed = pipeline.run("test", "tap-bolna")
+    assert time.monotonic() - started < 30  # about 5 s, most of it Meltano's own start-up
+    logged = tap_log(passed.stderr)
+    verdicts = [message for _, message in logged if message.startswith("Connection test")]
+    first = pipeline.world.agent_ids[0]
+    assert len(verdicts) == 1
+    assert verdicts[0].startswith(
+        f"Connection test passed: {pipeline.api.url} accepted the API key"
+    )
+    assert f"agent {first} has" in verdicts[0]
+    assert [message for level, message in logged if level in {"error", "critical"}] == []
+    assert "success" in passed.stdout
     printed = pipeline.run("config", "print", "tap-bolna").stdout
     assert json.loads(printed)["api_url"] == pipeline.api.url
     assert API_KEY not in printed  # masked
     pipeline.env["TAP_BOLNA_API_KEY"] = "wrong-key"
     result = meltano(pipeline.project, "test", "tap-bolna", env=pipeline.env, check=False)
     assert result.returncode != 0
-    assert "403" in result.stdout + result.stderr
+    assert [message for level, message in tap_log(result.stderr) if level == "error"] == [
+        "Bolna rejected the API key (HTTP 403): Invalid or expired API key"
+    ]
+    assert "wrong-key" not in result.stdout + result.stderr
 
 
 def test_run_then_upsert_new_and_completed_calls(pipeline: Pipeline) -> None:
