@@ -6,6 +6,7 @@ import contextlib
 import ipaddress
 import json
 import logging
+import os
 import sys
 import typing as t
 from pathlib import Path
@@ -13,6 +14,9 @@ from urllib.parse import urlparse
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
+
+# Private, but the one function that reads TAP_BOLNA_* with the SDK's own type rules.
+from singer_sdk.configuration._dict_config import parse_environment_config
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
 from singer_sdk.tap_base import CliTestOptionValue
@@ -171,6 +175,19 @@ class TapBolna(Tap):
         if errors and kwargs.get("validate_config", True):
             msg = "Config validation failed"
             raise ConfigValidationError(msg, errors=errors)
+
+    @property
+    def _env_var_config(self) -> dict[str, t.Any]:  # type: ignore[override]
+        """TAP_BOLNA_* settings from this process's environment, and from nothing else.
+
+        The SDK first loads the `.env` it finds above its own install directory over the
+        environment (python-dotenv's override=True). In a Meltano project that is the project's
+        `.env`, so with `--config=ENV` (`meltano test`) it beat a variable exported in the
+        shell. Meltano has already put `.env` into our environment, below the shell's values.
+        """
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        return parse_environment_config(schema, self._env_var_prefix, dotenv_path=os.devnull)
 
     @classmethod
     @contextlib.contextmanager
