@@ -5,16 +5,21 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import email.utils
+import http.client
 import math
 import random
 import re
+import socket
+import ssl
 import sys
 import time
 import typing as t
 from http import HTTPStatus
 from urllib.parse import urlparse
 
+import backoff
 import msgspec
+import requests
 from singer_sdk import RESTStream
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
@@ -23,9 +28,9 @@ from singer_sdk.pagination import PageNumberPaginator
 from tap_bolna.prefetch import RequestRateLimiter, raise_if_cancelled
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Generator, Iterable
+    from collections.abc import Callable, Generator, Iterable, Iterator
 
-    import requests
+    from backoff.types import Details
     from singer_sdk.streams.rest import RequestFunc
 
 
@@ -41,6 +46,30 @@ _DECODER = msgspec.json.Decoder(float_hook=decimal.Decimal)
 MAX_RETRY_WAIT_SECONDS = 300.0
 BACKOFF_BASE_SECONDS = 1.0
 BACKOFF_MAX_TRIES = 8
+REQUEST_TIMEOUT_SECONDS = 60
+# Checked in this order, anywhere in the exception's chain (RemoteDisconnected is a
+# ConnectionResetError; a read timeout wraps a TimeoutError).
+CONNECTION_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
+    (requests.exceptions.ConnectTimeout, f"no connection within {REQUEST_TIMEOUT_SECONDS} s"),
+    (requests.exceptions.ReadTimeout, f"no answer within {REQUEST_TIMEOUT_SECONDS} s"),
+    (requests.exceptions.ChunkedEncodingError, "the answer was cut off"),
+    (requests.exceptions.ContentDecodingError, "the answer could not be decompressed"),
+    (ConnectionRefusedError, "connection refused"),
+    (http.client.RemoteDisconnected, "connection closed without an answer"),
+    (ConnectionResetError, "connection reset by the server"),
+    (socket.gaierror, "host name not found"),
+    (ssl.SSLError, "TLS error"),
+    (TimeoutError, "timed out"),
+)
+# What is retried: the SDK's own list (RESTStream.request_decorator), and nothing else.
+RETRIABLE_ERRORS: tuple[type[Exception], ...] = (
+    ConnectionResetError,
+    RetriableAPIError,
+    requests.exceptions.Timeout,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.ChunkedEncodingError,
+    requests.exceptions.ContentDecodingError,
+)
 
 
 class BolnaAPIError(FatalAPIError):
@@ -133,7 +162,7 @@ class BolnaStream(RESTStream):
     @property
     @override
     def timeout(self) -> int:
-        return 60
+        return REQUEST_TIMEOUT_SECONDS
 
     @override
     def get_new_paginator(self) -> HasMorePaginator | None:
@@ -193,7 +222,23 @@ class BolnaStream(RESTStream):
                 limiter.wait()  # every attempt, retries included, takes a turn
             return func(*args, **kwargs)
 
-        return super().request_decorator(guarded)
+        return self.with_retries(guarded)
+
+    def with_retries(self, func: Callable[..., requests.Response]) -> RequestFunc:
+        """The SDK's retry loop, but its words are ours: one WARNING per retry, nothing else.
+
+        `logger=None` silences the backoff library's own lines (an INFO line per retry with the
+        exception, an ERROR line on giving up); the tap says why a sync failed in one line.
+        """
+        decorate = backoff.on_exception(
+            self.backoff_wait_generator,
+            RETRIABLE_ERRORS,
+            max_tries=self.backoff_max_tries,
+            on_backoff=self.backoff_handler,
+            jitter=self.backoff_jitter,
+            logger=None,
+        )
+        return t.cast("RequestFunc", decorate(func))
 
     @override
     def backoff_wait_generator(self) -> Generator[float, BaseException | None, None]:
@@ -207,6 +252,11 @@ class BolnaStream(RESTStream):
     @override
     def backoff_max_tries(self) -> int:
         return BACKOFF_MAX_TRIES
+
+    @override
+    def backoff_handler(self, details: Details) -> None:
+        # The SDK logs every retry at ERROR, with function and PreparedRequest reprs.
+        self.logger.warning("%s", retry_message(details, self.backoff_max_tries()))
 
     def get_json(self, path: str, params: dict[str, t.Any]) -> t.Any:  # noqa: ANN401
         """One GET outside the paginated record loop, with the same errors and retries."""
@@ -222,6 +272,66 @@ class BolnaStream(RESTStream):
         # The SDK types its decorator for `_request(prepared, context)`; any callable works.
         request = t.cast("Callable[[], requests.Response]", self.request_decorator(send))  # type: ignore[arg-type]
         return response_json(request())
+
+
+def retry_message(details: Details, max_tries: int) -> str:
+    """One line for one retry: what failed where, which retry this is, and how long we wait."""
+    exception = details.get("exception")
+    wait = details.get("wait") or 0.0
+    what = describe_failure(exception) if exception else "The request failed"
+    asked = retry_after_seconds(server_response(exception)) is not None
+    source = " as Retry-After asks" if asked else ""
+    return f"{what}: retry {details['tries']} of {max_tries - 1} in {wait:.1f} s{source}"
+
+
+def server_response(exception: BaseException | None) -> requests.Response | None:
+    """The HTTP response behind a retriable error, if the server answered at all."""
+    response = getattr(exception, "response", None)
+    return response if isinstance(response, requests.Response) else None
+
+
+def describe_failure(exception: BaseException) -> str:
+    """What went wrong, and where, in words: no reprs, no query string, never a header."""
+    response = server_response(exception)
+    if isinstance(exception, RetriableAPIError) and response is not None:
+        path = urlparse(response.url).path
+        if response.status_code < HTTPStatus.BAD_REQUEST:
+            kind = response.headers.get("Content-Type", "unknown content type")
+            return f"HTTP {response.status_code} with a non-JSON body ({kind}) on {path}"
+        return f"HTTP {response.status_code} on {path}"
+    request = getattr(exception, "request", None)
+    where = urlparse(getattr(request, "url", None) or "")
+    host = where.netloc.rpartition("@")[2] or "the API"
+    on_path = f" on {where.path}" if where.path else ""
+    return f"Connection to {host} failed ({connection_cause(exception)}){on_path}"
+
+
+def connection_cause(exception: BaseException) -> str:
+    """The root cause of a failed connection, as a person would say it."""
+    causes = list(exception_chain(exception))
+    for kind, phrase in CONNECTION_CAUSES:
+        cause = next((cause for cause in causes if isinstance(cause, kind)), None)
+        if cause is not None:
+            reason = getattr(cause, "reason", None) if kind is ssl.SSLError else None
+            return f"{phrase}: {reason}" if isinstance(reason, str) else phrase
+    innermost = causes[-1]
+    return (
+        f"{type(innermost).__name__}: {innermost}" if str(innermost) else type(innermost).__name__
+    )
+
+
+def exception_chain(exception: BaseException) -> Iterator[BaseException]:
+    """An exception and every exception it wraps (requests and urllib3 nest them deeply)."""
+    pending, seen = [exception], set()
+    while pending:
+        current = pending.pop(0)
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        wrapped = [*current.args, getattr(current, "reason", None)]
+        wrapped += [current.__cause__, current.__context__]
+        pending += [item for item in wrapped if isinstance(item, BaseException)]
 
 
 def path_parameters(template: str, path: str) -> dict[str, str]:

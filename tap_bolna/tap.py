@@ -2,16 +2,33 @@
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
+import json
+import logging
+import os
 import sys
 import typing as t
+from pathlib import Path
+from urllib.parse import urlparse
 
 from singer_sdk import Tap
 from singer_sdk import typing as th
+
+# Private, but the one function that reads TAP_BOLNA_* with the SDK's own type rules.
+from singer_sdk.configuration._dict_config import parse_environment_config
 from singer_sdk.contrib.msgspec import MsgSpecWriter
 from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
+from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_bolna import streams
-from tap_bolna.client import BACKOFF_MAX_TRIES, BolnaAPIError, BolnaStream
+from tap_bolna.client import (
+    BACKOFF_MAX_TRIES,
+    RETRIABLE_ERRORS,
+    BolnaAPIError,
+    BolnaStream,
+    describe_failure,
+)
 from tap_bolna.prefetch import RequestRateLimiter
 from tap_bolna.windows import parse_timestamp
 
@@ -21,7 +38,9 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
+
+    import click
 
 CALL_STATUSES = [
     "scheduled", "queued", "rescheduled", "initiated", "ringing", "in-progress",
@@ -31,6 +50,12 @@ CALL_STATUSES = [
 MAX_PAGE_SIZE = 50  # the API's own limit
 MAX_WINDOW_DAYS = 7  # wider from/to ranges get HTTP 400
 MAX_WORKERS = 8  # within the HTTP connection pool's default size of 10
+# Failures the tap reports itself, in one line, when the sync ends on them.
+ONE_LINE_FAILURES: tuple[type[Exception], ...] = (
+    ConfigValidationError,
+    BolnaAPIError,
+    *RETRIABLE_ERRORS,
+)
 
 
 class TapBolna(Tap):
@@ -52,7 +77,10 @@ class TapBolna(Tap):
             "api_url",
             th.StringType,
             default="https://api.bolna.ai",
-            description="Base URL of the Bolna API.",
+            description=(
+                "Base URL of the Bolna API: `https://`, or `http://` to this machine only "
+                "(127.0.0.1, localhost, [::1]), so the key never travels in clear text."
+            ),
         ),
         th.Property(
             "start_date",
@@ -137,26 +165,110 @@ class TapBolna(Tap):
     ).to_dict()
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:  # noqa: ANN401
-        """Validate what JSON Schema cannot: date formats and their order."""
-        super().__init__(*args, **kwargs)
-        errors = date_setting_errors(self.config)
+        """Validate what JSON Schema cannot: the key, the URL, date formats and their order."""
+        try:
+            super().__init__(*args, **kwargs)
+        except ConfigValidationError as exc:  # its lines quote values, a mistyped api_key too
+            errors = [hide_secret_value(error, self.config_jsonschema) for error in exc.errors]
+            raise ConfigValidationError(str(exc), errors=errors, schema=exc.schema) from None
+        errors = [*api_setting_errors(self.config), *date_setting_errors(self.config)]
         if errors and kwargs.get("validate_config", True):
             msg = "Config validation failed"
             raise ConfigValidationError(msg, errors=errors)
 
+    @property
+    def _env_var_config(self) -> dict[str, t.Any]:  # type: ignore[override]
+        """TAP_BOLNA_* settings from this process's environment, and from nothing else.
+
+        The SDK first loads the `.env` it finds above its own install directory over the
+        environment (python-dotenv's override=True). In a Meltano project that is the project's
+        `.env`, so with `--config=ENV` (`meltano test`) it beat a variable exported in the
+        shell. Meltano has already put `.env` into our environment, below the shell's values.
+        """
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        return parse_environment_config(schema, self._env_var_prefix, dotenv_path=os.devnull)
+
+    @classmethod
+    @contextlib.contextmanager
+    def one_line_failures(cls) -> Iterator[None]:
+        """When a run fails on bad settings or on Bolna, end with the one line that says why.
+
+        The SDK's excepthook would bury the message under a traceback, and a bad setting found
+        in a command-line callback (`--test`) would not even reach it.
+        """
+        try:
+            yield
+        except ConfigValidationError as exc:
+            cls.logger.error("Config validation failed: %s", "; ".join(exc.errors) or exc)  # noqa: TRY400
+        except BolnaAPIError as exc:
+            cls.logger.error("%s", exc)  # noqa: TRY400
+        except RetriableAPIError as exc:  # still failing when the backoff gave up
+            cls.logger.error("%s (gave up after %d tries)", exc, BACKOFF_MAX_TRIES)  # noqa: TRY400
+        except RETRIABLE_ERRORS as exc:  # connection errors, when the backoff gave up
+            what = describe_failure(exc)
+            cls.logger.error("%s (gave up after %d tries)", what, BACKOFF_MAX_TRIES)  # noqa: TRY400
+        else:
+            return
+        sys.exit(1)
+
     @classmethod
     @override
     def invoke(cls, *args: t.Any, **kwargs: t.Any) -> None:
-        """Run a sync; when Bolna refuses it, end with the one line that says why."""
-        try:
+        """Run a sync; when it fails on settings or on Bolna, end with one line that says why."""
+        with cls.one_line_failures():
             super().invoke(*args, **kwargs)
-        except BolnaAPIError as exc:
-            # The message says what to fix; the SDK's excepthook would bury it under a traceback.
-            cls.logger.error("%s", exc)  # noqa: TRY400
-            sys.exit(1)
-        except RetriableAPIError as exc:  # still failing when the backoff gave up
-            cls.logger.error("%s (gave up after %d tries)", exc, BACKOFF_MAX_TRIES)  # noqa: TRY400
-            sys.exit(1)
+
+    @classmethod
+    @override
+    def cb_config(cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]) -> t.Any:
+        """Name a config file that cannot be used, in one line (the SDK ends in a traceback)."""
+        for path in value:
+            problem = None if path == "ENV" else config_file_problem(path)
+            if problem:
+                cls.logger.error("%s", problem)
+                ctx.exit(1)
+        return super().cb_config(ctx, param, value)
+
+    @classmethod
+    @override
+    def cb_test(cls, ctx: click.Context, param: click.Option, value: str) -> None:
+        """`--test`: two requests and one line, instead of a dry-run sync of every stream.
+
+        The SDK's connection test syncs every stream up to its first record and then aborts
+        it with an exception, which the SDK logs as an ERROR for each stream although nothing
+        failed; and it walks every empty window before an agent's first call.
+        """
+        if value != CliTestOptionValue.All.value:  # not asked, or --test=schema: the SDK's
+            with cls.one_line_failures():
+                super().cb_test(ctx, param, value)
+            return
+        config = ctx.params.get("config")
+        with cls.one_line_failures():
+            tap = cls(
+                config=getattr(config, "config", {}),
+                parse_env_config=getattr(config, "parse_env", False),
+                validate_config=True,
+            )
+            cls.logger.info("%s", tap.check_connection())
+        ctx.exit()
+
+    def check_connection(self) -> str:
+        """Ask Bolna for the agents and one call of one agent; say what it answered."""
+        agents = t.cast("BolnaStream", self.streams["agents"]).get_json("/v2/agent/all", {})
+        wanted = self.config.get("agent_ids") or [agent["id"] for agent in agents[:1]]
+        found = f"{len(agents)} agents"
+        requests = 1
+        if wanted:
+            page = t.cast("BolnaStream", self.streams["executions"]).get_json(
+                f"/v2/agent/{wanted[0]}/executions", {"page_number": 1, "page_size": 1}
+            )
+            requests += 1
+            found += f"; agent {wanted[0]} has {page.get('total', 'an unknown number of')} calls"
+        return (
+            f"Connection test passed: {self.config['api_url']} accepted the API key; {found} "
+            f"({requests} requests)"
+        )
 
     @override
     def discover_streams(self) -> list[BolnaStream]:
@@ -169,12 +281,105 @@ class TapBolna(Tap):
             streams.KnowledgebasesStream(self),
             streams.AccountStream(self),
         ]
+        for stream in found:
+            if not any(isinstance(f, ReportedFailureLogFilter) for f in stream.logger.filters):
+                stream.logger.addFilter(ReportedFailureLogFilter())
         per_second = self.config.get("max_requests_per_second")
         if per_second:
             limiter = RequestRateLimiter(per_second)  # one budget for every stream and worker
             for stream in found:
                 stream.rate_limiter = limiter
         return found
+
+
+class ReportedFailureLogFilter(logging.Filter):
+    """Drops the SDK's "An unhandled error occurred while syncing" for a failure we report.
+
+    The SDK logs it at ERROR for the failing stream and again for each parent, before the
+    exception reaches `TapBolna.one_line_failures`, which says what failed and where.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every other line, and this one when the failure is not one the tap reports."""
+        if not str(record.msg).startswith("An unhandled error occurred while syncing"):
+            return True
+        return not isinstance(sys.exc_info()[1], ONE_LINE_FAILURES)  # logged in an except block
+
+
+def config_file_problem(path: str) -> str | None:
+    """Why a --config file cannot be used, in one line; None if it holds a JSON object."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return f"Config file {path} not found"
+    except OSError as exc:
+        return f"Config file {path} cannot be read: {exc.strerror or exc}"
+    except UnicodeDecodeError:
+        return f"Config file {path} is not UTF-8 text"
+    try:
+        value = json.loads(text)  # the message gives the position, never the content
+    except json.JSONDecodeError as exc:
+        return f"Config file {path} is not JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    if not isinstance(value, dict):
+        kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+            type(value), "a number"
+        )
+        return f"Config file {path} holds {kind}, not a JSON object of settings"
+    return None
+
+
+def api_setting_errors(config: Mapping[str, t.Any]) -> list[str]:
+    """One line per unusable api_key or api_url, naming it (never quoting the key)."""
+    errors: list[str] = []
+    key = config.get("api_key")
+    if isinstance(key, str) and not key.strip():
+        errors.append("api_key is empty: set it to your Bolna API key (dashboard → Developers)")
+    url = config.get("api_url")
+    problem = api_url_problem(url) if isinstance(url, str) else None
+    if problem:
+        errors.append(problem)
+    return errors
+
+
+def api_url_problem(url: str) -> str | None:
+    """api_url must be an absolute https URL, or http only to this machine (the fake API)."""
+    parts = urlparse(url.strip())
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        parts = urlparse("")
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        return f"api_url: {url!r} is not an absolute http(s) URL (like https://api.bolna.ai)"
+    if parts.username or parts.password:  # not quoted: that part may be a secret
+        return "api_url must not hold a user name or password (the key goes in api_key)"
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        return (
+            f"api_url: {url!r} would send the API key in clear text; use https:// "
+            "(plain http:// is only allowed to 127.0.0.1, localhost or [::1])"
+        )
+    return None
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a host name or address is this machine."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def hide_secret_value(error: str, config_schema: Mapping[str, t.Any]) -> str:
+    """A schema error about a secret setting, without the value the validator quotes."""
+    for name, schema in config_schema.get("properties", {}).items():
+        if schema.get("secret") and error.endswith(f" in config[{name!r}]"):
+            declared = schema.get("type", [])
+            kinds = [declared] if isinstance(declared, str) else list(declared)
+            kinds = [kind for kind in kinds if kind != "null"]
+            expected = " or ".join(kinds) or "valid value"
+            return f"{name} must be a {expected} (the value given is not shown: it is secret)"
+    return error
 
 
 def date_setting_errors(config: Mapping[str, t.Any]) -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import socket
 import time
 import typing as t
 
@@ -228,3 +229,67 @@ def test_error_without_json_body_falls_back_to_the_reason(
     response = make_response(409, b"<html>Conflict</html>", {"Content-Type": "text/html"})
     with pytest.raises(BolnaAPIError, match=r"HTTP 409\) for /v2/agent/all: Reason Phrase"):
         executions_stream.validate_response(response)
+
+
+# ---------------------------------------------------------------- retry lines, in words
+
+
+def real_failure(url: str, timeout: float = 2) -> requests.exceptions.RequestException:
+    """The exception requests really raises for this URL (no mock: a local socket answers)."""
+    try:
+        requests.get(url, timeout=timeout)
+    except requests.exceptions.RequestException as exc:
+        return exc
+    pytest.fail(f"{url} answered")
+
+
+def test_a_refused_connection_names_host_cause_and_path() -> None:
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    exc = real_failure(f"http://127.0.0.1:{port}/v2/agent/all?page_size=1")
+    assert client.describe_failure(exc) == (
+        f"Connection to 127.0.0.1:{port} failed (connection refused) on /v2/agent/all"
+    )
+
+
+def test_a_server_that_never_answers_is_a_timeout() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never reads or answers
+        port = silent.getsockname()[1]
+        exc = real_failure(f"http://127.0.0.1:{port}/user/me", timeout=0.2)
+    assert client.describe_failure(exc) == (
+        f"Connection to 127.0.0.1:{port} failed (no answer within "
+        f"{client.REQUEST_TIMEOUT_SECONDS} s) on /user/me"
+    )
+
+
+@pytest.mark.parametrize(
+    ("exception", "wait", "expected"),
+    [
+        pytest.param(
+            failure(429, "7"),
+            7.0,
+            "HTTP 429 on /v2/agent/all: retry 2 of 7 in 7.0 s as Retry-After asks",
+            id="retry-after",
+        ),
+        pytest.param(
+            failure(429, "0"),
+            0.0,
+            "HTTP 429 on /v2/agent/all: retry 2 of 7 in 0.0 s as Retry-After asks",
+            id="retry-after-0",
+        ),
+        pytest.param(
+            failure(503), 1.34, "HTTP 503 on /v2/agent/all: retry 2 of 7 in 1.3 s", id="503"
+        ),
+        pytest.param(
+            ConnectionResetError(104, "Connection reset by peer"),
+            0.46,
+            "Connection to the API failed (connection reset by the server): retry 2 of 7 in 0.5 s",
+            id="bare-reset",
+        ),
+    ],
+)
+def test_retry_message(exception: BaseException, wait: float, expected: str) -> None:
+    # What the backoff library hands the handler: tries so far, the wait it will sleep.
+    details = {"exception": exception, "tries": 2, "wait": wait, "target": print, "args": ()}
+    assert client.retry_message(details, max_tries=8) == expected

@@ -11,13 +11,17 @@ import datetime as dt
 import email.utils
 import io
 import json
+import logging
+import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
 import typing as t
 from collections import Counter
+from urllib.parse import urlparse
 
 import pytest
 
@@ -87,8 +91,32 @@ def http_date(seconds_from_now: float) -> str:
 
 
 def error_lines(stderr: str) -> list[str]:
-    """The message part of every ERROR log line."""
-    return [line.split(" | ")[-1] for line in stderr.splitlines() if "| ERROR" in line]
+    """The message part of every ERROR (or CRITICAL) log line."""
+    return [
+        line.split(" | ")[-1]
+        for line in stderr.splitlines()
+        if "| ERROR" in line or "| CRITICAL" in line
+    ]
+
+
+RETRIES = BACKOFF_MAX_TRIES - 1  # the first try, then at most this many retries
+RETRY_WAIT = re.compile(r" in \d+\.\d s")
+
+
+def retry_lines(records: list[logging.LogRecord]) -> list[str]:
+    """Every retry line logged, with its wait replaced by `<wait>`."""
+    return [
+        RETRY_WAIT.sub(" in <wait> s", record.getMessage())
+        for record in records
+        if record.levelno == logging.WARNING and f" of {RETRIES} in " in record.getMessage()
+    ]
+
+
+def closed_port() -> int:
+    """A port on 127.0.0.1 where nothing listens (it was free a moment ago)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 # ---------------------------------------------------------------- 429 and Retry-After
@@ -173,6 +201,82 @@ def test_transient_failures_are_retried(
     assert [request.status for request in requests].count(logged_status) >= retries
 
 
+# ---------------------------------------------------------------- what a person reads
+
+
+def test_each_retry_is_one_warning_in_words_and_nothing_is_an_error(
+    small_account: FakeAccount, backoff_sleeps: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    api = small_account.api
+    first, second = small_account.world.agent_ids
+    host = urlparse(api.url).netloc
+    api.fail_next(1, 429, retry_after="7", path_contains=f"/v2/agent/{first}/executions")
+    api.fail_next(1, 429, path_contains=f"/v2/agent/{second}/executions")  # no Retry-After
+    api.fail_next(1, 503, path_contains=f"/batches/{first}/all")
+    api.html_200_next(1, path_contains="/knowledgebase/all")
+    api.reset_next(2, path_contains="/phone-numbers/all")
+    caplog.set_level(logging.DEBUG)  # every line any logger writes, the backoff library's too
+
+    result = run_tap(full_config(small_account))
+
+    assert_every_call_once(result, api)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    lines = retry_lines(caplog.records)
+    assert len(lines) == len(backoff_sleeps) == 6  # one line per retry, no more
+    assert sorted(lines) == sorted(
+        [
+            (
+                f"HTTP 429 on /v2/agent/{first}/executions: retry 1 of 7 in <wait> s"
+                " as Retry-After asks"
+            ),
+            f"HTTP 429 on /v2/agent/{second}/executions: retry 1 of 7 in <wait> s",
+            f"HTTP 503 on /batches/{first}/all: retry 1 of 7 in <wait> s",
+            (
+                "HTTP 200 with a non-JSON body (text/html; charset=utf-8) on /knowledgebase/all:"
+                " retry 1 of 7 in <wait> s"
+            ),
+            (
+                f"Connection to {host} failed (connection closed without an answer)"
+                " on /phone-numbers/all: retry 1 of 7 in <wait> s"
+            ),
+            (
+                f"Connection to {host} failed (connection closed without an answer)"
+                " on /phone-numbers/all: retry 2 of 7 in <wait> s"
+            ),
+        ]
+    )
+    # The wait said is the wait slept: Retry-After's exactly.
+    assert (
+        f"HTTP 429 on /v2/agent/{first}/executions: retry 1 of 7 in 7.0 s as Retry-After asks"
+        in [r.getMessage() for r in caplog.records]
+    )
+    assert 7.0 in backoff_sleeps
+    for text in ("<function", "PreparedRequest", "Backing off", "Giving up", API_KEY, "5ecret"):
+        assert text not in caplog.text
+
+
+def test_a_sync_that_gives_up_ends_with_exactly_one_error_line(
+    monkeypatch: pytest.MonkeyPatch, backoff_sleeps: list[float], caplog: pytest.LogCaptureFixture
+) -> None:
+    port = closed_port()
+    config = {"api_key": API_KEY, "api_url": f"http://127.0.0.1:{port}"}
+    monkeypatch.setattr(sys, "stdout", io.TextIOWrapper(io.BytesIO(), encoding="utf-8"))
+    caplog.set_level(logging.DEBUG)
+    # What `tap-bolna` does around a sync (TapBolna.invoke), without its sleeps.
+    with pytest.raises(SystemExit) as exited, TapBolna.one_line_failures():
+        TapBolna(config=config).sync_all()
+    assert exited.value.code == 1
+    assert len(backoff_sleeps) == RETRIES
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+        (
+            f"Connection to 127.0.0.1:{port} failed (connection refused) on /user/me "
+            f"(gave up after {BACKOFF_MAX_TRIES} tries)"
+        )
+    ]
+    assert len(retry_lines(caplog.records)) == RETRIES
+    assert API_KEY not in caplog.text
+
+
 def test_5xx_storm_fails_bounded_and_keeps_earlier_state(
     tmp_path: Path, small_account: FakeAccount
 ) -> None:
@@ -191,11 +295,16 @@ def test_5xx_storm_fails_bounded_and_keeps_earlier_state(
     assert max(tries.values()) == BACKOFF_MAX_TRIES  # each request is tried that often at most
     if small_account.max_workers == 1:
         assert sum(tries.values()) == BACKOFF_MAX_TRIES  # and nothing runs ahead of it
-    assert (
-        f"Bolna answered HTTP 503 for {failing}: Service Unavailable "
-        f"(gave up after {BACKOFF_MAX_TRIES} tries)"
-    ) in error_lines(result.stderr)
+    # One line says why, and nothing else is at ERROR: not the backoff library's give-up, not
+    # the SDK's "unhandled error" for the stream and its parent.
+    assert error_lines(result.stderr) == [
+        (
+            f"Bolna answered HTTP 503 for {failing}: Service Unavailable "
+            f"(gave up after {BACKOFF_MAX_TRIES} tries)"
+        )
+    ]
     assert "Traceback" not in result.stderr
+    assert f"HTTP 503 on {failing}: retry {RETRIES} of {RETRIES} in 0.0 s" in result.stderr
 
     # Agent 1 was synced in full before agent 2 failed, and its bookmark survived.
     agent_of = {call_id: call["agent_id"] for call_id, call in world.executions.items()}
@@ -227,7 +336,12 @@ def test_failed_parallel_sync_stops_fetching_ahead(
     # At most the fetches already in flight when the error surfaced may finish their tries.
     tried = len(executions_requests(small_account.api, second))
     assert tried <= BACKOFF_MAX_TRIES * small_account.max_workers
-    assert error_lines(result.stderr)[-1].startswith(f"Bolna answered HTTP 503 for {failing}")
+    assert error_lines(result.stderr) == [
+        (
+            f"Bolna answered HTTP 503 for {failing}: Service Unavailable "
+            f"(gave up after {BACKOFF_MAX_TRIES} tries)"
+        )
+    ]
 
 
 # ---------------------------------------------------------------- refusals
@@ -263,7 +377,7 @@ def test_rejected_key_fails_at_once_with_one_clear_line(
     result = run_tap_cli(tmp_path, full_config(small_account, api_key=api_key))
     assert result.returncode == 1
     assert len(small_account.api.requests) == 1  # no retry can fix a key
-    assert error_lines(result.stderr)[-1] == expected
+    assert error_lines(result.stderr) == [expected]
     assert "Traceback" not in result.stderr
     for secret in (WRONG_KEY, API_KEY):
         assert secret not in result.raw_stdout
@@ -339,8 +453,18 @@ def test_api_key_never_appears_in_output_even_at_debug(
     assert result.returncode == 0, result.stderr[-2000:]
     assert_every_call_once(result, api)
     assert "| DEBUG" in result.stderr  # the log level took effect
-    assert "HTTP 429" in result.stderr  # and the retries were logged
-    assert "RemoteDisconnected" in result.stderr
+    # The retries were logged, in words, at WARNING; the sync succeeded, so nothing is an error.
+    retried = [line.split(" | ")[-1] for line in result.stderr.splitlines() if "| WARNING" in line]
+    host = urlparse(api.url).netloc
+    for expected in (
+        f"HTTP 503 on /v2/agent/{first}/executions: retry 1 of 7 in 0.0 s as Retry-After asks",
+        f"HTTP 429 on /v2/agent/{second}/executions: retry 1 of 7 in 0.0 s as Retry-After asks",
+        f"Connection to {host} failed (connection closed without an answer) on /batches/",
+    ):
+        assert any(line.startswith(expected) for line in retried), (expected, retried)
+    assert error_lines(result.stderr) == []
+    for text in ("<function", "PreparedRequest", "Backing off", "Giving up", "Traceback"):
+        assert text not in result.stderr
     assert result.ids("agents") == [first, second]  # the agent itself is still there
     for text in (result.raw_stdout, result.stderr):
         assert API_KEY not in text

@@ -7,6 +7,7 @@ and its own Meltano system database, so state never leaks from one test into the
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 import json
@@ -39,7 +40,7 @@ from tests.e2e_support import (
     meltano,
     serve_pipeline,
 )
-from tests.fake_api import FINAL_STATUSES, PENDING_STATUSES, World
+from tests.fake_api import FINAL_STATUSES, PENDING_STATUSES, FakeBolnaServer, World
 from tests.postgres import PostgresServer
 
 if t.TYPE_CHECKING:
@@ -183,16 +184,97 @@ def test_job_and_hourly_schedule(meltano_project: Path, tmp_path: Path) -> None:
     assert schedule["job"] == {"name": "bolna-to-postgres", "tasks": ["tap-bolna target-postgres"]}
 
 
+def tap_log(output: str) -> list[tuple[str, str]]:
+    """(level, message) of every line the tap logged under Meltano (structured, JSON)."""
+    records = [json.loads(line) for line in output.splitlines() if line.startswith('{"level"')]
+    return [(record["level"], record["message"]) for record in records]
+
+
 def test_meltano_test_command(pipeline: Pipeline) -> None:
-    """`meltano test tap-bolna` passes with a good key and fails loudly with a bad one."""
-    pipeline.run("test", "tap-bolna")
+    """`meltano test tap-bolna` answers in seconds, in one line, for a good and for a bad key."""
+    started = time.monotonic()
+    passed = pipeline.run("test", "tap-bolna")
+    assert time.monotonic() - started < 30  # about 5 s, most of it Meltano's own start-up
+    logged = tap_log(passed.stderr)
+    verdicts = [message for _, message in logged if message.startswith("Connection test")]
+    first = pipeline.world.agent_ids[0]
+    assert len(verdicts) == 1
+    assert verdicts[0].startswith(
+        f"Connection test passed: {pipeline.api.url} accepted the API key"
+    )
+    assert f"agent {first} has" in verdicts[0]
+    assert [message for level, message in logged if level in {"error", "critical"}] == []
+    assert "success" in passed.stdout
     printed = pipeline.run("config", "print", "tap-bolna").stdout
     assert json.loads(printed)["api_url"] == pipeline.api.url
     assert API_KEY not in printed  # masked
     pipeline.env["TAP_BOLNA_API_KEY"] = "wrong-key"
     result = meltano(pipeline.project, "test", "tap-bolna", env=pipeline.env, check=False)
     assert result.returncode != 0
-    assert "403" in result.stdout + result.stderr
+    assert [message for level, message in tap_log(result.stderr) if level == "error"] == [
+        "Bolna rejected the API key (HTTP 403): Invalid or expired API key"
+    ]
+    assert "wrong-key" not in result.stdout + result.stderr
+
+
+def test_shell_beats_dotenv_beats_meltano_yml(meltano_project: Path, tmp_path: Path) -> None:
+    """README "Configure": an exported variable beats `.env`, which beats `meltano.yml`, for
+    `meltano test` as for a sync; `meltano --env-file` replaces `.env` for one run.
+
+    Each layer points at its own fake API, which accepts only that layer's key: a request
+    answered 200 by one of them used both the URL and the key of that layer.
+    """
+    world = World.generate(seed=3, agents=1, calls=5, days=2)
+    layers = ("meltano.yml", ".env", "shell", "--env-file")
+    meltano_yml = meltano_project / "meltano.yml"
+    original = meltano_yml.read_text()
+    with contextlib.ExitStack() as stack:
+        api = {
+            layer: stack.enter_context(FakeBolnaServer(world, api_key=f"key-of-{layer}"))
+            for layer in layers
+        }
+
+        def dotenv_text(layer: str) -> str:
+            return f"TAP_BOLNA_API_URL={api[layer].url}\nTAP_BOLNA_API_KEY=key-of-{layer}\n"
+
+        project = yaml.safe_load(original)
+        (tap,) = [p for p in project["plugins"]["extractors"] if p["name"] == "tap-bolna"]
+        tap["config"] = {"api_url": api["meltano.yml"].url, "api_key": "key-of-meltano.yml"}
+        shell = clean_environment()
+        shell["MELTANO_DATABASE_URI"] = f"sqlite:///{tmp_path / 'meltano.db'}"
+        exported = {
+            **shell,
+            "TAP_BOLNA_API_URL": api["shell"].url,
+            "TAP_BOLNA_API_KEY": "key-of-shell",
+        }
+        (tmp_path / "other.env").write_text(dotenv_text("--env-file"))
+
+        def used(*args: str, env: dict[str, str]) -> list[str]:
+            """The layers whose API `meltano <args>` used (and succeeded with)."""
+            before = {layer: len(server.requests) for layer, server in api.items()}
+            meltano(meltano_project, *args, env=env)
+            return [
+                layer
+                for layer, server in api.items()
+                if {request.status for request in server.requests[before[layer] :]} == {200}
+            ]
+
+        try:
+            meltano_yml.write_text(yaml.safe_dump(project, sort_keys=False))
+            assert used("test", "tap-bolna", env=shell) == ["meltano.yml"]
+            (meltano_project / ".env").write_text(dotenv_text(".env"))
+            assert used("test", "tap-bolna", env=shell) == [".env"]
+            assert used("invoke", "tap-bolna", env=shell) == [".env"]
+            # `meltano test` runs `tap-bolna --config=ENV --test`; the SDK used to load `.env`
+            # over the environment the tap was given, so `.env` won there (issue 11).
+            assert used("test", "tap-bolna", env=exported) == ["shell"]
+            assert used("invoke", "tap-bolna", env=exported) == ["shell"]
+            other = f"--env-file={tmp_path / 'other.env'}"
+            assert used(other, "test", "tap-bolna", env=shell) == ["--env-file"]
+            assert used(other, "invoke", "tap-bolna", env=shell) == ["--env-file"]
+        finally:
+            meltano_yml.write_text(original)
+            (meltano_project / ".env").unlink(missing_ok=True)
 
 
 def test_run_then_upsert_new_and_completed_calls(pipeline: Pipeline) -> None:
