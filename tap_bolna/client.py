@@ -23,15 +23,16 @@ import requests
 from singer_sdk import RESTStream
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
-from singer_sdk.pagination import PageNumberPaginator
 
-from tap_bolna.prefetch import RequestRateLimiter, raise_if_cancelled
+from tap_bolna.fetch_plan import raise_if_cancelled
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator
 
     from backoff.types import Details
     from singer_sdk.streams.rest import RequestFunc
+
+    from tap_bolna.limits import AdaptiveConcurrency, RequestRateLimiter
 
 
 if sys.version_info >= (3, 12):
@@ -70,6 +71,8 @@ RETRIABLE_ERRORS: tuple[type[Exception], ...] = (
     requests.exceptions.ChunkedEncodingError,
     requests.exceptions.ContentDecodingError,
 )
+# HTTP dates have whole seconds: a smaller clock difference cannot be told from noise.
+DATE_HEADER_RESOLUTION = dt.timedelta(seconds=1)
 
 
 class BolnaAPIError(FatalAPIError):
@@ -131,23 +134,57 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
     return min(max(seconds, 0.0), MAX_RETRY_WAIT_SECONDS)
 
 
-class HasMorePaginator(PageNumberPaginator):
-    """Page numbers from 1, stopping when the envelope says `has_more: false`."""
+class ServerClock:
+    """Bolna's clock, as the `Date` header of its responses tells it.
+
+    Window ends and bookmarks are on Bolna's timeline, where `created_at` is stamped: a
+    machine whose clock runs ahead would otherwise bookmark moments Bolna has not reached.
+    `Date` has whole seconds and is written before the response travels, so each response
+    gives a lower bound of the offset; the largest seen is the best. Under a second the
+    difference is noise, and the local clock is used (as it is without a Date header): calls
+    created in that second are read again by the next sync (see `windows.resume_from`).
+    """
 
     def __init__(self) -> None:
-        """Start at the API's first page."""
-        super().__init__(start_value=1)
+        """No offset until a response has been seen."""
+        self._lower_bound: dt.timedelta | None = None
 
-    @override
-    def has_more(self, response: requests.Response) -> bool:
-        return bool(response_json(response).get("has_more"))
+    def observe(self, response: requests.Response) -> None:
+        """Learn from one response's Date header."""
+        header = response.headers.get("Date")
+        if not header:
+            return
+        try:
+            when = email.utils.parsedate_to_datetime(header)
+        except (TypeError, ValueError):
+            return
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+        seen = when - dt.datetime.now(dt.timezone.utc)
+        if self._lower_bound is None or seen > self._lower_bound:
+            self._lower_bound = seen
+
+    @property
+    def offset(self) -> dt.timedelta:
+        """How far Bolna's clock is ahead of this machine's (negative: behind)."""
+        bound = self._lower_bound
+        if bound is None or abs(bound) < DATE_HEADER_RESOLUTION:
+            return dt.timedelta(0)
+        return bound
+
+    def now(self) -> dt.datetime:
+        """Bolna's current time, as far as we know it."""
+        return dt.datetime.now(dt.timezone.utc) + self.offset
 
 
 class BolnaStream(RESTStream):
     """Base for every Bolna stream: one place for URL, auth, errors and retries."""
 
-    # Shared by every stream of a tap run (set by the tap) when max_requests_per_second is set.
+    # Shared by every stream of a tap run (set by the tap): requests per second (if set),
+    # requests in flight (lowered on 429), and Bolna's clock.
     rate_limiter: RequestRateLimiter | None = None
+    concurrency: AdaptiveConcurrency | None = None
+    server_clock: ServerClock = ServerClock()
 
     @property
     @override
@@ -165,8 +202,8 @@ class BolnaStream(RESTStream):
         return REQUEST_TIMEOUT_SECONDS
 
     @override
-    def get_new_paginator(self) -> HasMorePaginator | None:
-        # List endpoints other than executions answer with one bare array.
+    def get_new_paginator(self) -> None:
+        # List endpoints answer with one bare array; executions are paged by the fetch plan.
         return None
 
     @override
@@ -214,13 +251,28 @@ class BolnaStream(RESTStream):
 
     @override
     def request_decorator(self, func: RequestFunc) -> RequestFunc:
-        limiter = self.rate_limiter
+        limiter, concurrency, clock = self.rate_limiter, self.concurrency, self.server_clock
 
         def guarded(*args: t.Any, **kwargs: t.Any) -> requests.Response:  # noqa: ANN401
-            raise_if_cancelled()  # a cancelled fetch ahead sends nothing more, retries included
-            if limiter is not None:
-                limiter.wait()  # every attempt, retries included, takes a turn
-            return func(*args, **kwargs)
+            raise_if_cancelled()  # a closed fetch plan sends nothing more, retries included
+            token = concurrency.acquire() if concurrency is not None else 0
+            throttled, retry_after = False, None
+            try:
+                if limiter is not None:
+                    limiter.wait()  # every attempt, retries included, takes a turn
+                response = func(*args, **kwargs)
+            except RetriableAPIError as exc:
+                if (
+                    exc.response is not None
+                    and exc.response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+                ):
+                    throttled, retry_after = True, retry_after_seconds(exc.response)
+                raise
+            finally:
+                if concurrency is not None:
+                    concurrency.release(token, throttled=throttled, retry_after=retry_after)
+            clock.observe(response)
+            return response
 
         return self.with_retries(guarded)
 

@@ -13,11 +13,12 @@ from urllib.parse import urlparse
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_bolna import schemas
-from tap_bolna.client import BolnaAPIError, BolnaStream, HasMorePaginator, response_json
-from tap_bolna.prefetch import CancelledFetchLogFilter, OrderedPrefetcher
+from tap_bolna.client import BolnaAPIError, BolnaStream, response_json
+from tap_bolna.fetch_plan import CancelledFetchLogFilter, FetchPlan, Page, WindowJob, WindowRead
 from tap_bolna.windows import (
     AgentBookmark,
     EmitFilter,
+    LookBack,
     PendingCall,
     Window,
     parse_timestamp,
@@ -35,8 +36,8 @@ if t.TYPE_CHECKING:
     import requests
     from singer_sdk.helpers.types import Context, Record
 
-# Pages a worker may fetch ahead in one window before it waits for the consumer.
-PREFETCH_PAGES_PER_WINDOW = 16
+# A clock difference with Bolna worth one INFO line at the start of a sync.
+CLOCK_OFFSET_WORTH_SAYING_SECONDS = 60
 # Settings passed through unchanged to the executions endpoint as filters.
 EXECUTION_FILTERS = ("status", "call_type", "provider", "batch_id")
 
@@ -156,8 +157,9 @@ class AccountStream(BolnaStream):
 class ExecutionsStream(AgentScopedStream):
     """Every call (execution) of each agent, synced incrementally in `created_at` windows.
 
-    The walk over windows, the per-window checkpoint and the re-check of pending calls live
-    here and in `windows.py`; the SDK still does paging, retries, emission and state output.
+    Which windows an agent needs and which records they emit is decided in `windows.py`;
+    how their pages are fetched (in parallel, handed back in order) in `fetch_plan.py`. The
+    SDK still does emission, state output and the child stream.
     """
 
     name = "executions"
@@ -173,18 +175,21 @@ class ExecutionsStream(AgentScopedStream):
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:  # noqa: ANN401
-        """Per-run plans, and the agents the parent announced for parallel fetching."""
+        """Per-run plans, and the agents the parent announced for fetching ahead."""
         super().__init__(*args, **kwargs)
         self._sync_time = dt.datetime.now(dt.timezone.utc)
         self._agent_syncs: dict[str, AgentSync] = {}
         self._announced: list[Context] = []
-        self._prefetcher: OrderedPrefetcher[WindowJob, dict] | None = None
+        self._plan: FetchPlan | None = None
+        self._planned_ahead: set[str] = set()
+        self._planning_ahead_stopped = False
+        self._page_request: t.Callable[..., requests.Response] | None = None
         self._warned_fields: set[str] = set()
-        self._prefetched_agents: set[str] = set()
 
-    @override
-    def get_new_paginator(self) -> HasMorePaginator:
-        return HasMorePaginator()
+    @property
+    def lookback(self) -> LookBack:
+        """How far incremental syncs read again behind each agent's bookmark."""
+        return LookBack(self.config["lookback_minutes"], self.config["pending_lookback_days"])
 
     @override
     def parse_response(self, response: requests.Response) -> Iterable[dict]:
@@ -208,28 +213,51 @@ class ExecutionsStream(AgentScopedStream):
 
     @override
     def announce_agents(self, contexts: list[Context]) -> None:
-        # A new sync of the parent starts: one "now" for every agent's last window.
-        self._sync_time = dt.datetime.now(dt.timezone.utc)
+        # A new sync of the parent starts: one "now", on Bolna's clock, for every agent.
+        self._sync_time = self.server_clock.now()
         self._agent_syncs.clear()
-        self._prefetched_agents.clear()
+        self._planned_ahead.clear()
+        self._planning_ahead_stopped = False
         self._announced = list(contexts) if self.selected else []
+        offset = self.server_clock.offset.total_seconds()
+        if abs(offset) >= CLOCK_OFFSET_WORTH_SAYING_SECONDS:
+            self.logger.info(
+                "Bolna's clock is %.0f s %s this machine's; windows end at Bolna's time.",
+                abs(offset),
+                "behind" if offset < 0 else "ahead of",
+            )
 
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         if context is None:  # pragma: no cover - always called per agent by the parent
             return
+        agent_id = context["agent_id"]
         agent = self.agent_sync(context)
-        emit = EmitFilter(agent.bookmark, lower_bound=agent.lower_bound)
+        emit = EmitFilter(
+            agent.bookmark,
+            lower_bound=agent.lower_bound,
+            now=self._sync_time,
+            lookback=self.lookback,
+        )
+        plan = self.fetch_plan_for(agent_id)
         try:
-            for window, records in self.fetch_windows(agent):
-                for record in records:
-                    if emit.should_emit(record, window):
-                        yield record
-                emit.complete(window)
-                self.checkpoint(context, agent.bookmark)
+            with self.get_http_request_counter() as request_counter:
+                request_counter.with_context(context)
+                for window in agent.windows:
+                    read = next_window_of(plan, agent_id, window)
+                    for record in read.records():
+                        if emit.should_emit(record, window):
+                            yield record
+                    request_counter.increment(read.pages)
+                    emit.complete(window)
+                    self.checkpoint(context, agent.bookmark)
         except BaseException:
-            self.close_prefetcher()  # an error or a signal ends the sync: stop the workers
+            self.close_plan()  # an error or a signal ends the sync: stop the workers
             raise
+        finally:
+            if plan is not self._plan:
+                plan.close()
+            self._agent_syncs.pop(agent_id, None)
         if agent.has_no_calls:
             # Remember that the agent had no calls, so the next sync starts from here.
             agent.bookmark.synced_through = agent.end
@@ -239,99 +267,109 @@ class ExecutionsStream(AgentScopedStream):
         """Plan one agent's sync (once per run): its bookmark, where to start, its windows."""
         agent_id = context["agent_id"]
         if agent_id in self._agent_syncs:
-            return self._agent_syncs.pop(agent_id)
+            return self._agent_syncs[agent_id]
         bookmark = AgentBookmark.from_state(self.get_context_state(context))
         now = self._sync_time
         end = min(self.configured_time("end_date") or now, now)
-        first_created_at = self.configured_time("start_date")
+        start_date = first_created_at = self.configured_time("start_date")
+        has_no_calls = False
         if bookmark.synced_through is None and first_created_at is None:
             # No start date and no bookmark: learn where the history begins, then walk windows
             # from there, so even the first full backfill checkpoints and resumes.
-            first_created_at = self.oldest_created_at(context) or end
+            first_created_at = self.oldest_created_at(context)
+            has_no_calls = first_created_at is None
         plan = plan_sync(
             bookmark,
             first_created_at=first_created_at,
             end=end,
             now=now,
             window_days=self.config["window_days"],
-            pending_lookback_days=self.config["pending_lookback_days"],
+            lookback=self.lookback,
         )
         self.forget_expired_pending(agent_id, bookmark, plan.expired_pending)
-        return AgentSync(context, bookmark, plan.windows, first_created_at, end)
+        agent = AgentSync(context, bookmark, plan.windows, start_date, end, has_no_calls)
+        self._agent_syncs[agent_id] = agent
+        return agent
 
-    def fetch_windows(self, agent: AgentSync) -> Iterator[tuple[Window, Iterable[dict]]]:
-        """Each window of the agent with its records, in order.
+    def fetch_plan_for(self, agent_id: str) -> FetchPlan:
+        """The plan fetching every announced agent's windows in sync order (made once a sync).
 
-        With max_workers 1 the pages stream straight from the API. Otherwise they come from
-        the prefetcher, whose workers are already fetching the next windows and agents.
+        An agent it cannot serve (planning ahead stopped before it) gets a plan of its own.
         """
-        agent_id = agent.context["agent_id"]
-        prefetcher = (
-            self.prefetcher() if self.config["max_workers"] > 1 and self._announced else None
-        )
-        if prefetcher is None or agent_id not in self._prefetched_agents:
-            for window in agent.windows:
-                yield window, self.request_records({**agent.context, **window.params()})
-            return
-        for window in agent.windows:
-            job, records = prefetcher.next_result(lambda job: job.agent_id == agent_id)
-            if job.window != window:  # pragma: no cover - the plan is made once per agent
-                msg = f"prefetched {job.window} for agent {agent_id}, expected {window}"
-                raise RuntimeError(msg)
-            yield window, records
-
-    def prefetcher(self) -> OrderedPrefetcher[WindowJob, dict]:
-        """The pool fetching every announced agent's windows, in sync order (made once)."""
-        if self._prefetcher is None:
-            workers = self.config["max_workers"]
-            if not any(isinstance(f, CancelledFetchLogFilter) for f in self.logger.filters):
-                self.logger.addFilter(CancelledFetchLogFilter())
-            self._prefetcher = OrderedPrefetcher(
-                self.window_jobs(),
-                self.fetch_window,
-                max_workers=workers,
-                lookahead=2 * workers,
-                # Memory stays bounded by 2 x workers x 16 pages, however dense a window.
-                max_chunks=PREFETCH_PAGES_PER_WINDOW,
+        if agent_id not in self._planned_ahead and (
+            self._planning_ahead_stopped
+            or not any(c["agent_id"] == agent_id for c in self._announced)
+        ):
+            agent = self._agent_syncs[agent_id]
+            return self.new_fetch_plan(
+                iter([WindowJob(agent_id, agent.context, window) for window in agent.windows])
             )
-        return self._prefetcher
+        if self._plan is None:
+            self._plan = self.new_fetch_plan(self.window_jobs())
+        return self._plan
+
+    def new_fetch_plan(self, windows: Iterator[WindowJob]) -> FetchPlan:
+        """A fetch plan over `windows` with this sync's workers."""
+        if not any(isinstance(f, CancelledFetchLogFilter) for f in self.logger.filters):
+            self.logger.addFilter(CancelledFetchLogFilter())
+        return FetchPlan(
+            windows,
+            self.fetch_page,
+            workers=self.config["max_workers"],
+            page_size=self.config["page_size"],
+            record_key=lambda record: record["id"],
+            logger=self.logger,
+        )
 
     def window_jobs(self) -> Iterator[WindowJob]:
         """Every window of every announced agent, planned lazily in the main thread."""
         for context in self._announced:
-            agent_id = context["agent_id"]
             try:
                 agent = self.agent_sync(context)
             except Exception:  # noqa: BLE001
-                # Planning ahead must not fail the agent being synced now: stop fetching
+                # Planning ahead must not fail the agent being synced now: stop planning
                 # ahead; the SDK reaches this agent later and the error surfaces there.
+                self._planning_ahead_stopped = True
                 return
-            self._agent_syncs[agent_id] = agent  # reused when the SDK gets there
-            self._prefetched_agents.add(agent_id)
+            self._planned_ahead.add(agent.context["agent_id"])
             for window in agent.windows:
-                yield WindowJob(agent_id, context, window)
+                yield WindowJob(agent.context["agent_id"], agent.context, window)
 
-    def fetch_window(self, job: WindowJob) -> Iterator[list[dict]]:
-        """The records of one window, a page at a time (iterated in a worker thread)."""
-        page: list[dict] = []
-        for record in self.request_records({**job.context, **job.window.params()}):
-            page.append(record)
-            if len(page) == self.config["page_size"]:
-                yield page
-                page = []
-        if page:
-            yield page
+    def fetch_page(self, job: WindowJob, page_number: int) -> Page:
+        """One page of one window (called in a worker thread when max_workers > 1).
 
-    def close_prefetcher(self) -> None:
+        Not the SDK's paginator: it fetches a window's pages one after another, and the
+        fetch plan needs any page of any window, in parallel.
+        """
+        context = {**job.context, **job.window.params()}
+        prepared = self.build_prepared_request(
+            method="GET",
+            url=self.get_url(context),
+            params=self.get_url_params(context, page_number),
+            headers=self.http_headers,
+        )
+        if self._page_request is None:
+            # The SDK's own request (auth, timeout, duration METRIC) with our retries.
+            self._page_request = self.request_decorator(self._request)
+        response = self._page_request(prepared, context)
+        body = response_json(response)
+        total = body.get("total")
+        return Page(
+            records=list(self.parse_response(response)),
+            total=total if isinstance(total, int) and not isinstance(total, bool) else None,
+            has_more=bool(body.get("has_more")),
+        )
+
+    def close_plan(self) -> None:
         """Stop the fetch workers, if any."""
-        if self._prefetcher is not None:
-            self._prefetcher.close()
-            self._prefetcher = None
+        if self._plan is not None:
+            self._plan.close()
+            self._plan = None
 
     @override
     def finalize_state_progress_markers(self, state: dict | None = None) -> None:
         if state is None:
-            self.close_prefetcher()  # the stream's last call of a sync
+            self.close_plan()  # the stream's last call of a sync
         super().finalize_state_progress_markers(state)
 
     def checkpoint(self, context: Context, bookmark: AgentBookmark) -> None:
@@ -463,26 +501,19 @@ class AgentSync:
     context: Context
     bookmark: AgentBookmark
     windows: list[Window]
-    lower_bound: dt.datetime | None  # start_date or the oldest call; None with a bookmark
+    lower_bound: dt.datetime | None  # start_date: nothing created before it is emitted
     end: dt.datetime
-
-    @property
-    def has_no_calls(self) -> bool:
-        """Never synced and nothing to walk: the agent has no calls at all."""
-        return (
-            not self.windows
-            and self.bookmark.synced_through is None
-            and self.lower_bound == self.end
-        )
+    # Never synced, and the API shows no call at all: nothing to walk.
+    has_no_calls: bool = False
 
 
-@dataclass(frozen=True)
-class WindowJob:
-    """One window of one agent, fetched ahead by the prefetcher."""
-
-    agent_id: str
-    context: Context
-    window: Window
+def next_window_of(plan: FetchPlan, agent_id: str, window: Window) -> WindowRead:
+    """The plan's next window of this agent, which must be `window` (planned once per agent)."""
+    read = plan.next_window(lambda job: job.agent_id == agent_id)
+    if read.job.window != window:  # pragma: no cover - a bug, not a condition of the API
+        msg = f"planned {read.job.window} for agent {agent_id}, expected {window}"
+        raise RuntimeError(msg)
+    return read
 
 
 def normalize_execution(row: dict[str, t.Any]) -> dict[str, t.Any]:

@@ -27,9 +27,10 @@ from tap_bolna.client import (
     RETRIABLE_ERRORS,
     BolnaAPIError,
     BolnaStream,
+    ServerClock,
     describe_failure,
 )
-from tap_bolna.prefetch import RequestRateLimiter
+from tap_bolna.limits import AdaptiveConcurrency, RequestRateLimiter
 from tap_bolna.windows import parse_timestamp
 
 if sys.version_info >= (3, 12):
@@ -56,6 +57,8 @@ ONE_LINE_FAILURES: tuple[type[Exception], ...] = (
     BolnaAPIError,
     *RETRIABLE_ERRORS,
 )
+# The state keeps every call of the look-back: a day of a busy agent is already a lot.
+MAX_LOOKBACK_MINUTES = 1440
 
 
 class TapBolna(Tap):
@@ -119,6 +122,19 @@ class TapBolna(Tap):
             description=(
                 "How long a call seen in a pending status (scheduled, queued, ringing, …) is "
                 "re-checked by later syncs until it reaches a final status."
+            ),
+        ),
+        th.Property(
+            "lookback_minutes",
+            th.IntegerType(minimum=0, maximum=MAX_LOOKBACK_MINUTES),
+            default=60,
+            description=(
+                "Every incremental sync reads at least this many minutes before each agent's "
+                "bookmark again, so calls Bolna lists late, and data filled in after a call "
+                "ended, are still emitted (each once). Costs no extra request when the agent "
+                "is active; the state keeps each call of that span (id, created_at, "
+                "updated_at). 0 turns it off: a call listed after the sync that should have "
+                "seen it is then emitted only if it is newer than the newest call seen."
             ),
         ),
         th.Property(
@@ -281,14 +297,17 @@ class TapBolna(Tap):
             streams.KnowledgebasesStream(self),
             streams.AccountStream(self),
         ]
+        # One budget for every stream and worker, and one view of Bolna's clock.
+        per_second = self.config.get("max_requests_per_second")
+        limiter = RequestRateLimiter(per_second) if per_second else None
+        concurrency = AdaptiveConcurrency(self.config["max_workers"], logger=self.logger)
+        clock = ServerClock()
         for stream in found:
             if not any(isinstance(f, ReportedFailureLogFilter) for f in stream.logger.filters):
                 stream.logger.addFilter(ReportedFailureLogFilter())
-        per_second = self.config.get("max_requests_per_second")
-        if per_second:
-            limiter = RequestRateLimiter(per_second)  # one budget for every stream and worker
-            for stream in found:
-                stream.rate_limiter = limiter
+            stream.rate_limiter = limiter
+            stream.concurrency = concurrency
+            stream.server_clock = clock
         return found
 
 

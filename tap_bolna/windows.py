@@ -101,24 +101,52 @@ def recheck_windows(created: list[dt.datetime], width: dt.timedelta) -> Iterator
         remaining = remaining[len(inside) :]
 
 
-class PendingCall(t.TypedDict):
+class PendingCall(t.TypedDict, total=False):
     """A call last emitted with a status that can still change."""
 
     created_at: str
     status: str
+    updated_at: str  # absent in state written before updates were compared
+
+
+class RecentCall(t.TypedDict):
+    """A final call created inside the range the next sync reads again, as last emitted."""
+
+    created_at: str
+    updated_at: str
+
+
+@dataclass(frozen=True)
+class LookBack:
+    """How far an incremental sync reads again behind its bookmark."""
+
+    # Calls listed (or finished) up to this late are still emitted by the next sync.
+    minutes: int = 60
+    # Pending calls are followed this long; idle agents are re-read at most this far back.
+    pending_days: int = 14
+
+    def horizon(self, now: dt.datetime) -> dt.datetime:
+        """The oldest `created_at` a sync at `now` still looks at again."""
+        return now - dt.timedelta(days=self.pending_days)
 
 
 @dataclass
 class AgentBookmark:
-    """One agent's state partition: synced through when, and which calls were still pending.
+    """One agent's state partition: how far it is synced, and what the next sync reads again.
 
-    `synced_through` is the `to` of the last completed window: every call created at or
-    before it has been emitted. `pending` maps execution id -> {created_at, status} for calls
-    that were emitted with a status that can still change.
+    `synced_through` is the `to` of the last completed window, on Bolna's clock.
+    `newest_created_at` is the newest call the API has shown for the agent: calls listed late
+    can be created at any moment after it, so the next sync never starts later than it.
+    `pending` maps execution id -> {created_at, status, updated_at} for calls emitted with a
+    status that can still change; `recent` the same for final calls created in the range the
+    next sync reads again, so that it emits them only if they changed. `recent` is None for
+    state written before the look-back existed.
     """
 
     synced_through: dt.datetime | None = None
+    newest_created_at: dt.datetime | None = None
     pending: dict[str, PendingCall] = field(default_factory=dict)
+    recent: dict[str, RecentCall] | None = field(default_factory=dict)
 
     REPLICATION_KEY: t.ClassVar[str] = "created_at"
 
@@ -127,9 +155,13 @@ class AgentBookmark:
         """Read the bookmark the SDK keeps for one partition (absent values mean 'never synced')."""
         value = partition_state.get("replication_key_value")
         same_key = partition_state.get("replication_key") == cls.REPLICATION_KEY
+        newest = partition_state.get("newest_created_at")
+        recent = partition_state.get("recent_calls")
         return cls(
             synced_through=parse_timestamp(value) if value and same_key else None,
+            newest_created_at=parse_timestamp(newest) if newest else None,
             pending=dict(partition_state.get("pending_calls") or {}),
+            recent=dict(recent) if isinstance(recent, dict) else None,
         )
 
     def write_to(self, partition_state: dict[str, t.Any]) -> None:
@@ -137,7 +169,27 @@ class AgentBookmark:
         if self.synced_through is not None:
             partition_state["replication_key"] = self.REPLICATION_KEY
             partition_state["replication_key_value"] = format_timestamp(self.synced_through)
+        if self.newest_created_at is not None:
+            partition_state["newest_created_at"] = format_timestamp(self.newest_created_at)
         partition_state["pending_calls"] = dict(sorted(self.pending.items()))
+        partition_state["recent_calls"] = dict(sorted((self.recent or {}).items()))
+
+
+def resume_from(
+    bookmark: AgentBookmark, *, now: dt.datetime, lookback: LookBack
+) -> dt.datetime | None:
+    """Where an incremental sync starts walking forward (None: never synced).
+
+    At least `lookback.minutes` before the bookmark, and never after the newest call the API
+    has shown (calls listed late are created after it), but no further back than the
+    pending horizon, so an idle agent costs a window or two, not its whole history.
+    """
+    if bookmark.synced_through is None:
+        return None
+    horizon = lookback.horizon(now)
+    newest = bookmark.newest_created_at
+    reach_back = horizon if newest is None else max(newest, horizon)
+    return min(bookmark.synced_through - dt.timedelta(minutes=lookback.minutes), reach_back)
 
 
 @dataclass
@@ -147,6 +199,8 @@ class SyncPlan:
     windows: list[Window]
     # Pending calls too old to re-check any more (the caller warns).
     expired_pending: dict[str, PendingCall]
+    # Where the forward walk starts (None: nothing to walk).
+    start: dt.datetime | None
 
 
 def plan_sync(  # noqa: PLR0913
@@ -156,80 +210,149 @@ def plan_sync(  # noqa: PLR0913
     end: dt.datetime,
     now: dt.datetime,
     window_days: int,
-    pending_lookback_days: int,
+    lookback: LookBack,
 ) -> SyncPlan:
     """Plan the windows for one agent.
 
     `first_created_at` is where a sync with no bookmark starts (start_date, or the agent's
-    oldest call); it is ignored once a bookmark exists, except that a later start_date wins.
+    oldest call); once a bookmark exists it only matters if it is later (a later start_date
+    wins). Pending calls older than the start get narrow re-check windows first; newer ones
+    are read again by the forward walk anyway.
     """
     width = dt.timedelta(days=window_days)
-    horizon = now - dt.timedelta(days=pending_lookback_days)
-    expired = {
-        call_id: call
-        for call_id, call in bookmark.pending.items()
-        if parse_timestamp(call["created_at"]) < horizon
+    horizon = lookback.horizon(now)
+    created = {
+        call_id: parse_timestamp(call["created_at"]) for call_id, call in bookmark.pending.items()
     }
-    still_followed = [
-        parse_timestamp(call["created_at"])
-        for call_id, call in bookmark.pending.items()
-        if call_id not in expired
-    ]
-    windows = list(recheck_windows(still_followed, width))
+    expired = {
+        call_id: bookmark.pending[call_id]
+        for call_id, moment in created.items()
+        if moment < horizon
+    }
 
-    start = bookmark.synced_through
+    start = resume_from(bookmark, now=now, lookback=lookback)
     if first_created_at is not None and (start is None or first_created_at > start):
         start = first_created_at
+    before_start = [
+        moment
+        for call_id, moment in created.items()
+        if call_id not in expired and (start is None or moment < start)
+    ]
+    windows = list(recheck_windows(before_start, width))
     if start is not None:
         windows.extend(forward_windows(start, end, width))
-    return SyncPlan(windows=windows, expired_pending=expired)
+    return SyncPlan(windows=windows, expired_pending=expired, start=start)
+
+
+def _changed(known: PendingCall | RecentCall, status: str, updated_at: str | None) -> bool:
+    """Whether a call moved since it was emitted: its updated_at, else (old state) its status."""
+    if status != known.get("status", status):
+        return True
+    before = known.get("updated_at")
+    return before is not None and updated_at is not None and before != updated_at
 
 
 class EmitFilter:
-    """Decides, record by record, what a window emits, and keeps the bookmark up to date.
+    """Decides, record by record, what an agent's sync emits, and keeps its bookmark up to date.
 
-    A record is emitted when it is newer than `synced_through`, or was pending last time and
-    its status has changed since; and only once per sync: a call on a shared window edge, or
-    a pending call that a re-check window and the first forward window both return,
-    arrives twice.
+    A record is emitted when the previous syncs did not emit it (new, or listed late inside
+    the range read again), or did and it has changed since (status or `updated_at`). Within
+    one sync a call is emitted once, although it can arrive twice: on the edge two windows
+    share, on two pages when calls shift while a window is paged, or in a window read again.
     """
 
-    def __init__(self, bookmark: AgentBookmark, lower_bound: dt.datetime | None) -> None:
-        """Start from the stored bookmark; `lower_bound` (inclusive) applies when there is none."""
+    def __init__(
+        self,
+        bookmark: AgentBookmark,
+        *,
+        lower_bound: dt.datetime | None,
+        now: dt.datetime,
+        lookback: LookBack,
+    ) -> None:
+        """Start from the stored bookmark; nothing created before `lower_bound` is emitted."""
         self.bookmark = bookmark
-        self._emitted_through = bookmark.synced_through
-        if self._emitted_through is None and lower_bound is not None:
-            self._emitted_through = lower_bound - dt.timedelta(microseconds=1)
-        # Emitted ids that a later window of this sync returns again: never emitted twice.
-        self._may_arrive_again: set[str] = set()
+        self._lower_bound = lower_bound
+        self._now = now
+        self._lookback = lookback
+        # State from before the look-back: calls up to its bookmark count as emitted, as then.
+        self._legacy_through = bookmark.synced_through if bookmark.recent is None else None
+        if bookmark.recent is None:
+            bookmark.recent = {}
+        self._recent: dict[str, RecentCall] = bookmark.recent
+        self._floor = resume_from(bookmark, now=now, lookback=lookback)
+        # Ids decided in the current window (with created_at), so a second arrival is ignored.
+        self._decided: dict[str, dt.datetime] = {}
+        self._window_newest: dt.datetime | None = None
 
     def should_emit(self, record: Mapping[str, t.Any], window: Window) -> bool:
-        """Whether to emit this record; updates the pending set when it is emitted."""
+        """Whether to emit this record; remembers it for the next sync if it is in range."""
         call_id = str(record["id"])
-        if call_id in self._may_arrive_again:
+        if call_id in self._decided:
             return False
-        created = parse_timestamp(record["created_at"])
+        created_at = str(record["created_at"])
+        created = parse_timestamp(created_at)
+        if self._window_newest is None or created > self._window_newest:
+            self._window_newest = created
         status = str(record.get("status"))
-        is_new = self._emitted_through is None or created > self._emitted_through
-        if not is_new:
-            previous = self.bookmark.pending.get(call_id)
-            if previous is None or previous["status"] == status:
-                return False  # emitted before, and unchanged since
-            self._may_arrive_again.add(call_id)
-        elif window.recheck:
+        updated_at = record.get("updated_at")
+        updated_at = None if updated_at is None else str(updated_at)
+        known = self.bookmark.pending.get(call_id) or self._recent.get(call_id)
+        if known is not None:
+            emit = _changed(known, status, updated_at)
+        elif window.recheck or (self._lower_bound is not None and created < self._lower_bound):
+            return False  # a call no earlier sync followed, outside what this one reads
+        elif self._legacy_through is not None and created <= self._legacy_through:
             return False
-        elif created >= window.end:
-            self._may_arrive_again.add(call_id)  # on the edge the next window starts from
-        if status in PENDING_STATUSES:
-            self.bookmark.pending[call_id] = {"created_at": record["created_at"], "status": status}
         else:
-            self.bookmark.pending.pop(call_id, None)
-        return True
+            emit = True  # new, or listed after the sync that should have seen it
+        self._decided[call_id] = created
+        self._remember(call_id, created, created_at, status, updated_at)
+        return emit
+
+    def _remember(
+        self,
+        call_id: str,
+        created: dt.datetime,
+        created_at: str,
+        status: str,
+        updated_at: str | None,
+    ) -> None:
+        if status in PENDING_STATUSES:
+            pending: PendingCall = {"created_at": created_at, "status": status}
+            if updated_at is not None:
+                pending["updated_at"] = updated_at
+            self.bookmark.pending[call_id] = pending
+            self._recent.pop(call_id, None)
+            return
+        self.bookmark.pending.pop(call_id, None)
+        if self._floor is None or created >= self._floor:
+            self._recent[call_id] = {"created_at": created_at, "updated_at": updated_at or ""}
+        else:
+            self._recent.pop(call_id, None)
 
     def complete(self, window: Window) -> None:
-        """Mark a window done: everything created up to its end has been emitted."""
-        if window.recheck:
-            return
-        self._emitted_through = window.end
-        if self.bookmark.synced_through is None or window.end > self.bookmark.synced_through:
-            self.bookmark.synced_through = window.end
+        """Mark a window done: move the bookmark and forget what the next sync won't read."""
+        bookmark = self.bookmark
+        if not window.recheck and (
+            bookmark.synced_through is None or window.end > bookmark.synced_through
+        ):
+            bookmark.synced_through = window.end
+        newest = self._window_newest
+        if newest is not None and (
+            bookmark.newest_created_at is None or newest > bookmark.newest_created_at
+        ):
+            bookmark.newest_created_at = newest
+        self._window_newest = None
+        # A call on the edge the next window starts from arrives again there.
+        self._decided = {
+            call_id: created for call_id, created in self._decided.items() if created >= window.end
+        }
+        self._floor = resume_from(bookmark, now=self._now, lookback=self._lookback)
+        if self._floor is not None:
+            floor = self._floor
+            for call_id in [
+                call_id
+                for call_id, call in self._recent.items()
+                if parse_timestamp(call["created_at"]) < floor
+            ]:
+                del self._recent[call_id]

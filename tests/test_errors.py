@@ -400,7 +400,7 @@ def test_unknown_agent_is_named_before_any_call_is_read(
     assert executions_requests(small_account.api) == []
 
 
-# Sequential only: with workers, a failed in-process sync leaves prefetch threads fetching (see
+# Sequential only: with workers, a failed in-process sync leaves fetch workers running (see
 # test_failed_parallel_sync_stops_fetching_ahead), which would outlive this test's server.
 @pytest.mark.parametrize("max_workers", [1])
 def test_400_is_not_retried_and_says_what_the_api_said(

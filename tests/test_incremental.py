@@ -10,7 +10,7 @@ from collections import Counter
 
 import pytest
 
-from tap_bolna.prefetch import RequestRateLimiter
+from tap_bolna.limits import RequestRateLimiter
 from tap_bolna.windows import PENDING_STATUSES, parse_timestamp
 from tests.conftest import API_KEY, FakeAccount, days_ago, make_config, partitions, run_tap
 from tests.fake_api import FINAL_STATUSES, FakeBolnaServer, World

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
 import subprocess
 import typing as t
 
+from tap_bolna.windows import format_timestamp, parse_timestamp
 from tests.conftest import API_KEY, days_ago, partitions, run_tap, tap_command
 from tests.fake_api import FakeBolnaServer, World
 
@@ -84,12 +86,14 @@ def test_kill_mid_backfill_then_resume_loses_nothing(tmp_path: Path, max_workers
     # Nothing lost: everything before the kill plus everything after is the whole account.
     assert set(emitted_before) | set(resumed.ids()) == set(world.executions)
     assert len(resumed.ids()) == len(set(resumed.ids()))
-    # The resumed run started at the checkpoint: no window before it was requested again.
+    # The resumed run started at the checkpoint (less the look-back): no window before it
+    # was requested again.
     assert resumed_requests < full_requests
     first_agent_froms = [
         r.query["from"] for r in api.requests if first_agent in r.path and "from" in r.query
     ]
     assert first_agent_froms
-    assert min(first_agent_froms) >= bookmark
+    lookback = dt.timedelta(minutes=60)
+    assert min(first_agent_froms) == format_timestamp(parse_timestamp(bookmark) - lookback)
     # Only what came after the checkpoint is emitted again (the partial window at most).
     assert len(set(emitted_before) & set(resumed.ids())) < 100

@@ -1,30 +1,30 @@
-"""Unit tests of the window and bookmark rules, and of the fetch-ahead pool and limiter."""
+"""Unit tests of the window and bookmark rules and of record normalisation."""
 
 from __future__ import annotations
 
 import datetime as dt
-import threading
-import time
-import typing as t
 
 import pytest
 
-from tap_bolna.prefetch import OrderedPrefetcher, RequestRateLimiter
 from tap_bolna.streams import as_integer, normalize_execution
 from tap_bolna.windows import (
     AgentBookmark,
     EmitFilter,
+    LookBack,
+    SyncPlan,
     Window,
     format_timestamp,
     forward_windows,
     parse_timestamp,
     plan_sync,
     recheck_windows,
+    resume_from,
 )
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 1, 1, tzinfo=UTC)
 DAY = dt.timedelta(days=1)
+MINUTE = dt.timedelta(minutes=1)
 
 
 def call(call_id: str, created: dt.datetime, status: str = "completed") -> dict:
@@ -61,46 +61,93 @@ def test_recheck_windows_cover_each_pending_call_with_few_narrow_windows() -> No
         assert any(w.start <= moment <= w.end for w in windows)
 
 
-def test_plan_rechecks_pending_then_walks_forward_and_expires_old_pending() -> None:
+LOOKBACK = LookBack(minutes=60, pending_days=14)
+HOUR = dt.timedelta(hours=1)
+
+
+def plan(
+    bookmark: AgentBookmark, *, now: dt.datetime, first: dt.datetime | None = None
+) -> SyncPlan:
+    return plan_sync(
+        bookmark, first_created_at=first, end=now, now=now, window_days=7, lookback=LOOKBACK
+    )
+
+
+def test_plan_rechecks_old_pending_then_walks_forward_and_expires_older_pending() -> None:
+    now = T0 + 30 * DAY
     bookmark = AgentBookmark(
-        synced_through=T0 + 20 * DAY,
+        synced_through=now - 2 * HOUR,
+        newest_created_at=now - 3 * HOUR,
         pending={
             "recent": {"created_at": format_timestamp(T0 + 18 * DAY), "status": "queued"},
+            "in-range": {"created_at": format_timestamp(now - 2.5 * HOUR), "status": "queued"},
             "ancient": {"created_at": format_timestamp(T0), "status": "scheduled"},
         },
     )
-    plan = plan_sync(
-        bookmark, first_created_at=None, end=T0 + 30 * DAY, now=T0 + 30 * DAY,
-        window_days=7, pending_lookback_days=14,
-    )  # fmt: skip
+    planned = plan(bookmark, now=now)
 
-    assert set(plan.expired_pending) == {"ancient"}
-    assert plan.windows[0].recheck
-    assert plan.windows[0].start == T0 + 18 * DAY
-    forward = plan.windows[1:]
-    assert forward[0].start == T0 + 20 * DAY
-    assert forward[-1].end == T0 + 30 * DAY
-    assert not any(w.recheck for w in forward)
+    assert set(planned.expired_pending) == {"ancient"}
+    # Only the pending call before the forward walk needs a window of its own.
+    assert [(w.start, w.recheck) for w in planned.windows] == [
+        (T0 + 18 * DAY, True),
+        (now - 3 * HOUR, False),
+    ]
+    assert planned.start == now - 3 * HOUR
+    assert planned.windows[-1].end == now
+
+
+@pytest.mark.parametrize(
+    ("synced_through", "newest", "minutes", "expected"),
+    [
+        # An active agent: the look-back before the bookmark.
+        (T0 + 20 * DAY, T0 + 20 * DAY - dt.timedelta(minutes=5), 60, T0 + 20 * DAY - HOUR),
+        # The newest call shown is older: start there (calls listed late come after it).
+        (T0 + 20 * DAY, T0 + 20 * DAY - 5 * HOUR, 60, T0 + 20 * DAY - 5 * HOUR),
+        # ... but an idle agent is read again only back to the pending horizon.
+        (T0 + 20 * DAY, T0 + 2 * DAY, 60, T0 + 20 * DAY - 14 * DAY),
+        (T0 + 20 * DAY, None, 60, T0 + 20 * DAY - 14 * DAY),
+        # A look-back of 0 still starts no later than the newest call shown.
+        (
+            T0 + 20 * DAY,
+            T0 + 20 * DAY - dt.timedelta(minutes=5),
+            0,
+            T0 + 20 * DAY - dt.timedelta(minutes=5),
+        ),
+        # Bookmark from long ago (the tap did not run for weeks): from the bookmark on.
+        (T0, T0, 60, T0 - HOUR),
+    ],
+)
+def test_resume_from_takes_the_earliest_of_lookback_and_newest_call(
+    synced_through: dt.datetime, newest: dt.datetime | None, minutes: int, expected: dt.datetime
+) -> None:
+    bookmark = AgentBookmark(synced_through=synced_through, newest_created_at=newest)
+    start = resume_from(bookmark, now=T0 + 20 * DAY, lookback=LookBack(minutes, 14))
+    assert start == expected
+
+
+def test_never_synced_agent_has_no_resume_point() -> None:
+    assert resume_from(AgentBookmark(), now=T0, lookback=LOOKBACK) is None
 
 
 def test_later_start_date_overrides_bookmark() -> None:
-    plan = plan_sync(
-        AgentBookmark(synced_through=T0), first_created_at=T0 + 10 * DAY, end=T0 + 12 * DAY,
-        now=T0 + 12 * DAY, window_days=7, pending_lookback_days=14,
-    )  # fmt: skip
-    assert plan.windows[0].start == T0 + 10 * DAY
+    planned = plan(AgentBookmark(synced_through=T0), now=T0 + 12 * DAY, first=T0 + 10 * DAY)
+    assert planned.windows[0].start == T0 + 10 * DAY
 
 
 def test_bookmark_round_trips_through_state() -> None:
     state: dict = {}
-    AgentBookmark(T0, {"b": {"created_at": "x", "status": "queued"}}).write_to(state)
+    pending = {"b": {"created_at": "2026-01-01T00:00:00Z", "status": "queued", "updated_at": "u"}}
+    recent = {"c": {"created_at": "2026-01-01T00:00:00Z", "updated_at": "v"}}
+    AgentBookmark(T0 + DAY, T0, dict(pending), dict(recent)).write_to(state)  # type: ignore[arg-type]
 
     assert state == {
         "replication_key": "created_at",
-        "replication_key_value": "2026-01-01T00:00:00.000Z",
-        "pending_calls": {"b": {"created_at": "x", "status": "queued"}},
+        "replication_key_value": "2026-01-02T00:00:00.000Z",
+        "newest_created_at": "2026-01-01T00:00:00.000Z",
+        "pending_calls": pending,
+        "recent_calls": recent,
     }
-    assert AgentBookmark.from_state(state) == AgentBookmark(T0, state["pending_calls"])
+    assert AgentBookmark.from_state(state) == AgentBookmark(T0 + DAY, T0, pending, recent)  # type: ignore[arg-type]
     assert (
         AgentBookmark.from_state(
             {"replication_key": "updated_at", "replication_key_value": "2026"}
@@ -109,33 +156,100 @@ def test_bookmark_round_trips_through_state() -> None:
     )
 
 
+def test_state_from_before_the_lookback_reads_as_legacy() -> None:
+    old = {"replication_key": "created_at", "replication_key_value": "2026-01-02T00:00:00.000Z",
+           "pending_calls": {}}  # fmt: skip
+    bookmark = AgentBookmark.from_state(old)
+    assert bookmark.recent is None
+    assert bookmark.newest_created_at is None
+
+
+def emit_filter(bookmark: AgentBookmark, now: dt.datetime = T0 + 2 * DAY) -> EmitFilter:
+    return EmitFilter(bookmark, lower_bound=None, now=now, lookback=LOOKBACK)
+
+
 def test_emit_filter_emits_edge_calls_once_and_tracks_pending() -> None:
     first, second = Window(T0, T0 + DAY), Window(T0 + DAY, T0 + 2 * DAY)
-    emit = EmitFilter(AgentBookmark(), lower_bound=T0)
+    emit = EmitFilter(AgentBookmark(), lower_bound=T0, now=T0 + 2 * DAY, lookback=LOOKBACK)
 
     assert emit.should_emit(call("edge", T0 + DAY), first)
     assert emit.should_emit(call("start", T0), first)
     assert emit.should_emit(call("p", T0 + DAY / 2, "ringing"), first)
+    assert not emit.should_emit(call("before-start", T0 - HOUR), first)
     emit.complete(first)
     assert not emit.should_emit(call("edge", T0 + DAY), second)
     assert emit.bookmark.synced_through == T0 + DAY
+    assert emit.bookmark.newest_created_at == T0 + DAY
     assert set(emit.bookmark.pending) == {"p"}
 
 
-def test_emit_filter_reemits_a_pending_call_only_when_its_status_changed() -> None:
-    bookmark = AgentBookmark(
-        T0 + DAY, {"p": {"created_at": format_timestamp(T0), "status": "queued"}}
-    )
+def test_emit_filter_reemits_a_pending_call_only_when_it_changed() -> None:
+    pending = {"created_at": format_timestamp(T0), "status": "queued", "updated_at": "u1"}
+    bookmark = AgentBookmark(T0 + DAY, T0 + DAY, {"p": dict(pending)})  # type: ignore[dict-item]
     recheck = Window(T0, T0 + dt.timedelta(milliseconds=1), recheck=True)
 
-    assert not EmitFilter(bookmark, None).should_emit(call("p", T0, "queued"), recheck)
-    assert not EmitFilter(bookmark, None).should_emit(call("old", T0, "completed"), recheck)
-    emit = EmitFilter(bookmark, None)
-    assert emit.should_emit(call("p", T0, "completed"), recheck)
+    assert not emit_filter(bookmark).should_emit(
+        {**call("p", T0, "queued"), "updated_at": "u1"}, recheck
+    )
+    assert not emit_filter(bookmark).should_emit(call("old", T0, "completed"), recheck)
+    assert emit_filter(bookmark).should_emit(
+        {**call("p", T0, "queued"), "updated_at": "u2"}, recheck
+    )
+    emit = emit_filter(bookmark)
+    assert emit.should_emit({**call("p", T0, "completed"), "updated_at": "u3"}, recheck)
     assert bookmark.pending == {}
     assert bookmark.synced_through == T0 + DAY  # a re-check never moves the bookmark
     emit.complete(recheck)
     assert bookmark.synced_through == T0 + DAY
+
+
+def test_emit_filter_in_the_lookback_emits_late_and_changed_calls_only() -> None:
+    now = T0 + 2 * DAY
+    synced = now - 10 * MINUTE
+    created = format_timestamp(synced - 30 * MINUTE)
+    recent = {
+        "seen": {"created_at": created, "updated_at": "u1"},
+        "filled-later": {"created_at": created, "updated_at": "u1"},
+    }
+    bookmark = AgentBookmark(synced, synced - 10 * MINUTE, recent=recent)  # type: ignore[arg-type]
+    window = Window(synced - HOUR, now)
+    emit = emit_filter(bookmark, now)
+
+    late = {**call("late", synced - 40 * MINUTE), "updated_at": "x"}
+    assert not emit.should_emit({**call("seen", synced - 30 * MINUTE), "updated_at": "u1"}, window)
+    assert emit.should_emit(
+        {**call("filled-later", synced - 30 * MINUTE), "updated_at": "u2"}, window
+    )
+    assert emit.should_emit(late, window)
+    assert not emit.should_emit(late, window), "a call on two pages is emitted once"
+    emit.complete(window)
+    # What the next sync reads again is remembered as it was emitted.
+    assert bookmark.recent == {
+        "seen": {"created_at": created, "updated_at": "u1"},
+        "filled-later": {"created_at": created, "updated_at": "u2"},
+        "late": {"created_at": late["created_at"], "updated_at": "x"},
+    }
+    assert bookmark.synced_through == now
+
+
+def test_emit_filter_forgets_what_the_next_sync_will_not_read() -> None:
+    now = T0 + 2 * DAY
+    emit = EmitFilter(AgentBookmark(), lower_bound=T0, now=now, lookback=LOOKBACK)
+    window = Window(T0, now)
+    for minutes in (0, 30, 90, 150):
+        emit.should_emit({**call(f"c{minutes}", now - minutes * MINUTE), "updated_at": "u"}, window)
+    emit.complete(window)
+    # The next sync starts an hour before the bookmark (the newest call is newer than that).
+    assert set(emit.bookmark.recent or {}) == {"c0", "c30"}
+
+
+def test_emit_filter_with_old_state_treats_calls_before_the_bookmark_as_emitted() -> None:
+    synced = T0 + DAY
+    bookmark = AgentBookmark(synced, None, {}, None)
+    window = Window(synced - HOUR, synced + HOUR)
+    emit = emit_filter(bookmark, synced + HOUR)
+    assert not emit.should_emit(call("before", synced - MINUTE), window)
+    assert emit.should_emit(call("after", synced + MINUTE), window)
 
 
 @pytest.mark.parametrize(
@@ -175,92 +289,3 @@ def test_normalize_execution_renames_old_duration_and_fixes_nested_durations() -
 )
 def test_timestamps_parse_to_aware_utc(text: str) -> None:
     assert parse_timestamp(text) == T0
-
-
-def test_prefetcher_returns_results_in_order_with_bounded_lookahead() -> None:
-    started: list[int] = []
-    lock = threading.Lock()
-
-    def fetch(job: int) -> t.Iterator[list[int]]:
-        with lock:
-            started.append(job)
-        time.sleep(0.01 * (5 - job % 5))  # later jobs finish first
-        yield [job, job + 100]
-        yield [job + 200]
-
-    prefetcher = OrderedPrefetcher(iter(range(10)), fetch, max_workers=3, lookahead=4, max_chunks=2)
-    try:
-        results = []
-        for _ in range(10):
-            job, stream = prefetcher.next_result(lambda _job: True)
-            results.append((job, list(stream)))
-            assert len(started) <= job + 1 + 4
-    finally:
-        prefetcher.close()
-    assert results == [(job, [job, job + 100, job + 200]) for job in range(10)]
-
-
-def test_prefetcher_buffer_bounds_what_a_worker_fetches_ahead() -> None:
-    produced: list[int] = []
-
-    def fetch(_job: int) -> t.Iterator[list[int]]:
-        for page in range(100):
-            produced.append(page)
-            yield [page]
-
-    prefetcher = OrderedPrefetcher(iter([1]), fetch, max_workers=1, lookahead=1, max_chunks=3)
-    try:
-        time.sleep(0.3)
-        # 3 chunks wait in the buffer and the worker holds the 4th: no more is read ahead.
-        assert len(produced) <= 4
-        _, stream = prefetcher.next_result(lambda _job: True)
-        assert list(stream) == list(range(100))
-    finally:
-        prefetcher.close()
-
-
-def test_prefetcher_skips_unwanted_jobs_and_raises_job_errors_in_the_consumer() -> None:
-    def fetch(job: int) -> t.Iterator[list[int]]:
-        if job == 3:
-            msg = "boom"
-            raise ValueError(msg)
-        yield [job]
-
-    prefetcher = OrderedPrefetcher(iter(range(5)), fetch, max_workers=2, lookahead=2, max_chunks=1)
-    try:
-        job, stream = prefetcher.next_result(lambda job: job == 2)
-        assert (job, list(stream)) == (2, [2])
-        _, failing = prefetcher.next_result(lambda _job: True)
-        with pytest.raises(ValueError, match="boom"):
-            list(failing)
-    finally:
-        prefetcher.close()
-
-
-def test_closing_the_prefetcher_stops_blocked_workers() -> None:
-    def fetch(_job: int) -> t.Iterator[list[int]]:
-        yield from ([page] for page in range(1000))
-
-    prefetcher = OrderedPrefetcher(iter(range(3)), fetch, max_workers=3, lookahead=3, max_chunks=1)
-    time.sleep(0.1)
-    prefetcher.close()
-    deadline = time.monotonic() + 5
-    while any(t.name.startswith("bolna-fetch") and t.is_alive() for t in threading.enumerate()):
-        assert time.monotonic() < deadline, "fetch workers still running after close()"
-        time.sleep(0.05)
-
-
-def test_rate_limiter_spaces_requests() -> None:
-    now = [0.0]
-    waits: list[float] = []
-
-    def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        now[0] += seconds
-
-    limiter = RequestRateLimiter(4, clock=lambda: now[0], sleep=sleep)
-    for _ in range(5):
-        limiter.wait()
-
-    assert waits == [0.25, 0.25, 0.25, 0.25]
-    assert now[0] == pytest.approx(1.0)
