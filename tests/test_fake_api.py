@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import email.utils
 import http.client
 import json
 import re
@@ -592,6 +593,57 @@ def test_mutations_while_serving_keep_pages_consistent():
         keys = [(call["created_at"], call["id"]) for call in body["data"]]
         assert keys == sorted(keys, reverse=True)
         assert all(call["agent_id"] == agent_id for call in body["data"])
+
+
+# ---------------------------------------------------------------- server clock
+
+IMF_FIXDATE = re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT")
+
+
+def served_date(response: requests.Response) -> datetime:
+    assert IMF_FIXDATE.fullmatch(response.headers["Date"]), response.headers["Date"]
+    return email.utils.parsedate_to_datetime(response.headers["Date"])
+
+
+def test_date_header_and_new_calls_follow_the_server_clock():
+    behind, ahead = timedelta(seconds=-600), timedelta(seconds=600)
+    world = World.generate(seed=7, agents=1, calls=20, days=1, clock_offset=behind)
+    history_end = datetime.now(timezone.utc) + behind
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        late = session.get(f"{api.url}/user/me")
+        refused = requests.get(f"{api.url}/user/me", timeout=5)
+        (late_call,) = world.add_calls(1)
+        world.clock_offset = ahead
+        early = session.get(f"{api.url}/user/me")
+        (early_call,) = world.add_calls(1)
+        real_now = datetime.now(timezone.utc)
+
+    def created(call_id: str) -> datetime:
+        return parse_timestamp(world.executions[call_id]["created_at"])
+
+    close = timedelta(seconds=2)
+    assert abs(world.now - history_end) < close
+    assert refused.status_code == 403
+    assert abs(served_date(late) - (real_now + behind)) < close
+    assert abs(served_date(refused) - (real_now + behind)) < close
+    assert abs(created(late_call) - (real_now + behind)) < close
+    assert abs(served_date(early) - (real_now + ahead)) < close
+    assert abs(created(early_call) - (real_now + ahead)) < close
+
+
+def test_server_now_and_mutations_use_the_offset_clock():
+    world = make_world(calls=30, pending_fraction=1.0)
+    world.clock = lambda: NOW + timedelta(hours=1)
+    world.clock_offset = timedelta(minutes=-10)
+
+    changed = world.complete_pending()
+
+    assert world.server_now() == NOW + timedelta(minutes=50)
+    assert changed
+    assert {world.executions[call_id]["updated_at"] for call_id in changed} == {
+        "2026-03-01T12:50:00.000000Z"
+    }
 
 
 # ---------------------------------------------------------------- command line

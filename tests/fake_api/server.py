@@ -8,6 +8,7 @@ latency) for the next few requests, which is how the tap's error handling is tes
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
 import re
 import socket
@@ -272,6 +273,12 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Stay quiet: the benchmarks send hundreds of thousands of requests."""
+
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header, read from the world's server clock: how a client learns its time."""
+        if timestamp is None:
+            timestamp = self.server.api.world.server_now().timestamp()
+        return email.utils.formatdate(timestamp, usegmt=True)
 
     def do_GET(self) -> None:
         self._serve()

@@ -185,6 +185,8 @@ class World:
         self.lock = threading.RLock()
         # Where mutations read the time; tests may replace it to pin `updated_at`.
         self.clock: Callable[[], datetime] = _utc_now
+        # How far Bolna's clock is ahead of ours (negative: behind); see `server_now`.
+        self.clock_offset = timedelta(0)
         self.rng = random.Random(seed)  # noqa: S311 - reproducible test data, not secrets
         self.agents: dict[str, dict[str, Any]] = {}
         self.executions: dict[str, dict[str, Any]] = {}
@@ -214,18 +216,23 @@ class World:
         pending_fraction: float = 0.05,
         transcript_bytes: tuple[int, int] = (200, 400),
         old_pending: int = 0,
+        clock_offset: timedelta = timedelta(0),
     ) -> World:
         """Build a world of `agents` agents and `calls` calls spread over the last `days` days.
 
         Calls fall in [now - days, now - 1 minute], dealt to agents round-robin in time order.
         A `pending_fraction` share of the calls from the last 10 days still has a pending
         status; `old_pending` extra pending calls sit 20-30 days back, older than any sensible
-        look-back window.
+        look-back window. `clock_offset` becomes the world's `clock_offset`; without `now`, the
+        history ends at the server's "now" (real UTC now + `clock_offset`).
         """
         if agents < 1 and calls + old_pending > 0:
             msg = "calls need at least one agent"
             raise ValueError(msg)
-        world = cls(now=now or _utc_now(), seed=seed, transcript_bytes=transcript_bytes)
+        world = cls(
+            now=now or _utc_now() + clock_offset, seed=seed, transcript_bytes=transcript_bytes
+        )
+        world.clock_offset = clock_offset
         # Millions of fresh dicts would trigger many full collections that find no garbage.
         collecting = gc.isenabled()
         gc.disable()
@@ -747,7 +754,7 @@ class World:
     ) -> list[str]:
         """Add `n` new calls and return their ids.
 
-        Without `created_at` each call is stamped with the world clock (strictly increasing,
+        Without `created_at` each call is stamped by `server_now` (strictly increasing,
         never before `world.now`); with it, all `n` share that instant. Without `agent_id` the
         calls are dealt round-robin over the agents. `status` defaults to "completed"; a pending
         status gives a call that `complete_pending` can later finish.
@@ -775,7 +782,7 @@ class World:
         """Move pending calls (all, or those of `ids` that are pending) to a final status.
 
         Most become "completed", some "no-answer", "busy" or "failed" (with an error
-        message). `updated_at` becomes the current world clock; `created_at` never changes.
+        message). `updated_at` becomes the server's current time; `created_at` never changes.
         Returns the ids that changed, in the order they were processed.
         """
         ids = None if ids is None else list(ids)
@@ -802,10 +809,14 @@ class World:
             self._refresh_batch_counts(touched_batches)
             return targets
 
+    def server_now(self) -> datetime:
+        """Bolna's idea of the current time: `clock()` shifted by `clock_offset`, aware UTC."""
+        return self.clock().astimezone(timezone.utc) + self.clock_offset
+
     def _tick(self) -> datetime:
-        """The time for a mutation: the clock, but never before `now` and always moving forward."""
+        """The time for a mutation: the server clock, never before `now`, always moving forward."""
         moment = max(
-            self.clock().astimezone(timezone.utc),
+            self.server_now(),
             self.now,
             self._last_tick + timedelta(microseconds=1),
         )
