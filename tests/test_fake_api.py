@@ -595,6 +595,70 @@ def test_mutations_while_serving_keep_pages_consistent():
         assert all(call["agent_id"] == agent_id for call in body["data"])
 
 
+# ---------------------------------------------------------------- calls listed late
+
+
+def served_ids(session, url: str, **params) -> tuple[int, list[str]]:
+    """The total of the first page and the ids of every page."""
+    calls, envelopes = fetch_all(session, url, page_size=50, **params)
+    return envelopes[0]["total"], [call["id"] for call in calls]
+
+
+def test_hidden_calls_are_neither_listed_nor_served_until_revealed():
+    world = make_world(calls=60)
+    agent_id = world.agent_ids[0]
+    listed = newest_first(world, agent_id)
+    # Between the 5th and 6th newest listed calls, i.e. inside history a client has read.
+    between = parse_timestamp(listed[5]["created_at"]) + timedelta(microseconds=1)
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        url = executions_url(api, agent_id)
+        hidden = world.add_calls(2, agent_id=agent_id, created_at=between, hidden=True)
+        stamps = {call_id: dict(world.executions[call_id]) for call_id in hidden}
+        total_hidden, ids_hidden = served_ids(session, url)
+        by_id_hidden = [session.get(f"{api.url}/executions/{c}").status_code for c in hidden]
+        log_hidden = session.get(f"{api.url}/executions/{hidden[0]}/log").status_code
+        hidden_before = world.hidden_ids()
+        revealed = world.reveal()
+        total_shown, ids_shown = served_ids(session, url)
+        by_id_shown = [session.get(f"{api.url}/executions/{c}").json() for c in hidden]
+
+    assert hidden_before == set(hidden)
+    assert total_hidden == len(listed) == len(ids_hidden)
+    assert not set(hidden) & set(ids_hidden)
+    assert by_id_hidden == [404, 404]
+    assert log_hidden == 404
+    assert sorted(revealed) == sorted(hidden)
+    assert world.hidden_ids() == set()
+    assert total_shown == len(listed) + 2
+    assert ids_shown[5:7] == sorted(hidden, reverse=True)
+    assert [c["id"] for c in listed] == ids_shown[:5] + ids_shown[7:]
+    assert by_id_shown == [stamps[call_id] for call_id in hidden]
+
+
+def test_reveal_with_ids_shows_only_those_and_filters_see_them_too():
+    world = make_world(calls=30)
+    agent_id = world.agent_ids[1]
+    first, second = world.add_calls(2, agent_id=agent_id, status="busy", hidden=True)
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        url = executions_url(api, agent_id)
+        before = served_ids(session, url, status="busy")[1]
+        revealed = world.reveal([first, first])
+        again = world.reveal([first])
+        after = served_ids(session, url, status="busy")[1]
+
+    assert revealed == [first]
+    assert again == []
+    assert world.hidden_ids() == {second}
+    assert first not in before
+    assert second not in before
+    assert after.count(first) == 1
+    assert second not in after
+    with pytest.raises(KeyError):
+        world.reveal(["no-such-call"])
+
+
 # ---------------------------------------------------------------- server clock
 
 IMF_FIXDATE = re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT")

@@ -180,13 +180,12 @@ class _Routes:
         }
 
     def execution(self, _query: dict[str, str], call_id: str) -> Any:
-        execution = self.world.executions.get(call_id)
-        if execution is None:
+        if not self.world.is_listed(call_id):
             raise _error(404, "Execution not found")
-        return execution
+        return self.world.executions[call_id]
 
     def execution_log(self, _query: dict[str, str], call_id: str) -> Any:
-        if call_id not in self.world.executions:
+        if not self.world.is_listed(call_id):
             raise _error(404, "Execution not found")
         return self.world.execution_log(call_id)
 

@@ -164,9 +164,9 @@ class _AgentIndex:
 class World:
     """Agents, calls, batches and account data that the fake API serves, plus ways to change them.
 
-    `executions` maps a call id to the object exactly as the API returns it. Change calls only
-    through `add_calls` and `complete_pending` (or leave `agent_id` and `created_at` alone): the
-    paged endpoint reads a per-agent index built from those two fields.
+    `executions` maps a call id to the object exactly as the API returns it, hidden calls
+    included. Change calls only through the methods below (or leave `agent_id` and `created_at`
+    alone): the paged endpoint reads a per-agent index built from those two fields.
     """
 
     def __init__(self, *, now: datetime, seed: int, transcript_bytes: tuple[int, int]) -> None:
@@ -199,6 +199,8 @@ class World:
         self._agent_batches: dict[str, list[str]] = {}
         self._agent_numbers: dict[str, str] = {}
         self._pending: set[str] = set()
+        # Calls that exist but are not listed yet; they stay out of `_index` until revealed.
+        self._hidden: set[str] = set()
         self._next_agent = 0
         self._last_tick = self.now
         self._corpus = self._build_corpus(max(high * 2, 65536))
@@ -482,7 +484,13 @@ class World:
     # ------------------------------------------------------------------ one call
 
     def _create_call(
-        self, agent_id: str, created: datetime, status: str, *, allow_batch: bool
+        self,
+        agent_id: str,
+        created: datetime,
+        status: str,
+        *,
+        allow_batch: bool,
+        hidden: bool = False,
     ) -> str:
         """Make one call in `status`; final calls get their outcome filled in by `_finish_call`."""
         rng = self.rng
@@ -550,7 +558,10 @@ class World:
             }
             self._batch_members[batch_id].append(call_id)
         self.executions[call_id] = execution
-        insort(self._index[agent_id].keys, (stamp, call_id))
+        if hidden:
+            self._hidden.add(call_id)
+        else:
+            insort(self._index[agent_id].keys, (stamp, call_id))
         if status in FINAL_STATUSES:
             self._finish_call(execution, status, finished=None)
         else:
@@ -744,6 +755,11 @@ class World:
         with self.lock:
             return set(self._pending)
 
+    def hidden_ids(self) -> set[str]:
+        """Ids of calls that exist but are not listed or served yet (see `add_calls(hidden=)`)."""
+        with self.lock:
+            return set(self._hidden)
+
     def add_calls(
         self,
         n: int,
@@ -751,13 +767,15 @@ class World:
         agent_id: str | None = None,
         created_at: datetime | None = None,
         status: str | None = None,
+        hidden: bool = False,
     ) -> list[str]:
         """Add `n` new calls and return their ids.
 
         Without `created_at` each call is stamped by `server_now` (strictly increasing,
         never before `world.now`); with it, all `n` share that instant. Without `agent_id` the
         calls are dealt round-robin over the agents. `status` defaults to "completed"; a pending
-        status gives a call that `complete_pending` can later finish.
+        status gives a call that `complete_pending` can later finish. `hidden` calls are listed
+        late: absent from the paged endpoint (data and total) and 404 by id until `reveal`.
         """
         status = status or "completed"
         if status not in ALL_STATUSES:
@@ -775,8 +793,40 @@ class World:
                     self._next_agent += 1
                 moment = created_at.astimezone(timezone.utc) if created_at else self._tick()
                 # New calls are not part of a campaign, so batch listings stay as generated.
-                new_ids.append(self._create_call(owner, moment, status, allow_batch=False))
+                new_ids.append(
+                    self._create_call(owner, moment, status, allow_batch=False, hidden=hidden)
+                )
             return new_ids
+
+    def reveal(self, ids: Iterable[str] | None = None) -> list[str]:
+        """List hidden calls (all, or those of `ids` that are hidden); return the ids revealed.
+
+        Their `created_at` and `updated_at` stay as they were, so a revealed call can land
+        inside a window a client has already read.
+        """
+        with self.lock:
+            if ids is None:
+                targets = sorted(self._hidden)
+            else:
+                ids = list(dict.fromkeys(ids))  # a repeated id must not be indexed twice
+                self._require_known(ids)
+                targets = [call_id for call_id in ids if call_id in self._hidden]
+            for call_id in targets:
+                execution = self.executions[call_id]
+                keys = self._index[execution["agent_id"]].keys
+                insort(keys, (execution["created_at"], call_id))
+                self._hidden.discard(call_id)
+            return targets
+
+    def is_listed(self, call_id: str) -> bool:
+        """Whether the API shows this call: it exists and is not hidden. Call under `lock`."""
+        return call_id in self.executions and call_id not in self._hidden
+
+    def _require_known(self, ids: Iterable[str]) -> None:
+        unknown = [call_id for call_id in ids if call_id not in self.executions]
+        if unknown:
+            msg = f"unknown execution ids: {unknown}"
+            raise KeyError(msg)
 
     def complete_pending(self, *, ids: Iterable[str] | None = None) -> list[str]:
         """Move pending calls (all, or those of `ids` that are pending) to a final status.
@@ -793,10 +843,7 @@ class World:
                 )
             else:
                 targets = [call_id for call_id in ids if call_id in self._pending]
-                unknown = [call_id for call_id in ids if call_id not in self.executions]
-                if unknown:
-                    msg = f"unknown execution ids: {unknown}"
-                    raise KeyError(msg)
+                self._require_known(ids)
             finished = self._tick()
             touched_batches = set()
             for call_id in targets:
