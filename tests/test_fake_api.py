@@ -659,6 +659,82 @@ def test_reveal_with_ids_shows_only_those_and_filters_see_them_too():
         world.reveal(["no-such-call"])
 
 
+# ---------------------------------------------------------------- late data, deleted calls
+
+
+def test_update_calls_fills_in_data_and_moves_updated_at_but_not_status():
+    world = make_world(calls=90)
+    world.clock = lambda: NOW + timedelta(hours=2)
+    call_id = next(
+        call["id"]
+        for call in newest_first(world, world.agent_ids[0])
+        if call["status"] == "completed" and call.get("batch_id")
+    )
+    extracted = {"user_interested": True, "preferred_slot": "2 PM"}
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        before = session.get(f"{api.url}/executions/{call_id}").json()
+        stamps = world.update_calls([call_id], extracted_data=extracted, total_cost=12.5)
+        extracted["user_interested"] = False  # the world keeps its own copy
+        after = session.get(f"{api.url}/executions/{call_id}").json()
+        batch = session.get(f"{api.url}/batches/{world.agent_ids[0]}/all").json()
+
+    assert stamps == {call_id: "2026-03-01T14:00:00.000000Z"}
+    assert before["updated_at"] < after["updated_at"] == "2026-03-01T14:00:00.000000Z"
+    assert after["batch_run_details"]["updated_at"] == after["updated_at"]
+    assert (
+        next(b for b in batch if b["batch_id"] == after["batch_id"])["updated_at"]
+        == (after["updated_at"])
+    )
+    assert after["extracted_data"] == {"user_interested": True, "preferred_slot": "2 PM"}
+    assert after["total_cost"] == 12.5
+    assert before["extracted_data"] != after["extracted_data"]
+    unchanged = ("id", "agent_id", "status", "created_at", "transcript", "telephony_data")
+    assert all(after[name] == before[name] for name in unchanged)
+
+
+@pytest.mark.parametrize("name", ["status", "created_at", "agent_id", "id"])
+def test_update_calls_refuses_to_change_identity_or_status(name):
+    world = make_world(calls=10)
+    call_id = next(iter(world.executions))
+    before = dict(world.executions[call_id])
+
+    with pytest.raises(ValueError, match=name):
+        world.update_calls([call_id], **{name: "x", "transcript": "changed"})
+
+    assert world.executions[call_id] == before
+
+
+def test_remove_calls_deletes_from_listings_lookups_batches_and_pending():
+    world = make_world(pending_fraction=0.5)
+    agent_id = world.agent_ids[0]
+    mine = newest_first(world, agent_id)
+    in_batch = next(call for call in mine if call.get("batch_id"))
+    pending = next(
+        call for call in mine if call["id"] in world.pending_ids() and call is not in_batch
+    )
+    (hidden,) = world.add_calls(1, agent_id=agent_id, hidden=True)
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        url = executions_url(api, agent_id)
+        total_before = served_ids(session, url)[0]
+        world.remove_calls([in_batch["id"], pending["id"], hidden])
+        total_after, ids_after = served_ids(session, url)
+        by_id = session.get(f"{api.url}/executions/{in_batch['id']}").status_code
+        members = session.get(f"{api.url}/batches/{in_batch['batch_id']}/executions").json()
+
+    assert total_after == total_before - 2 == len(ids_after)
+    assert not {in_batch["id"], pending["id"]} & set(ids_after)
+    assert by_id == 404
+    assert in_batch["id"] not in {call["id"] for call in members}
+    assert pending["id"] not in world.pending_ids()
+    assert world.hidden_ids() == set()
+    assert world.reveal() == []
+    assert not {in_batch["id"], pending["id"], hidden} & world.executions.keys()
+    with pytest.raises(KeyError):
+        world.remove_calls([in_batch["id"]])
+
+
 # ---------------------------------------------------------------- server clock
 
 IMF_FIXDATE = re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT")

@@ -7,6 +7,7 @@ under `world.lock`, and the per-agent index that serves the paged endpoint stays
 
 from __future__ import annotations
 
+import copy
 import gc
 import random
 import threading
@@ -44,6 +45,9 @@ _COMPLETION_WEIGHTS = (80, 8, 6, 6)
 # Statuses where somebody actually talked, so there is a transcript, cost and recording.
 _CONVERSATION_STATUSES = frozenset({"completed", "call-disconnected", "stopped"})
 
+# Fields `update_calls` leaves alone: identity, ordering, status and batch membership are kept
+# by other methods and indexes, and it sets `updated_at` itself.
+_NOT_UPDATABLE = frozenset({"id", "agent_id", "created_at", "status", "updated_at", "batch_id"})
 _RECENT_PENDING_WINDOW = timedelta(days=10)
 _BATCH_SHARE = 0.2
 _OLD_NAME_SHARE = (
@@ -859,6 +863,57 @@ class World:
     def server_now(self) -> datetime:
         """Bolna's idea of the current time: `clock()` shifted by `clock_offset`, aware UTC."""
         return self.clock().astimezone(timezone.utc) + self.clock_offset
+
+    def update_calls(self, ids: Iterable[str], **fields: Any) -> dict[str, str]:
+        """Set top-level `fields` on each call, as post-call processing does after a final status.
+
+        E.g. `extracted_data`, `transcript`, `total_cost`, `telephony_data`. `updated_at` (also
+        in `batch_run_details`) moves to the server's current time; `status` and `created_at`
+        do not. Returns each id's new `updated_at`. Raises ValueError for a field it must not
+        change (id, agent_id, created_at, status, updated_at, batch_id), KeyError for an
+        unknown id.
+        """
+        refused = sorted(_NOT_UPDATABLE & fields.keys())
+        if refused:
+            msg = f"update_calls cannot change {', '.join(refused)}"
+            raise ValueError(msg)
+        ids = list(dict.fromkeys(ids))
+        with self.lock:
+            self._require_known(ids)
+            moment = self._tick()
+            touched_batches = set()
+            for call_id in ids:
+                execution = self.executions[call_id]
+                # A copy per call, so no two calls (nor the caller) share one nested dict.
+                execution.update(copy.deepcopy(fields))
+                self._set_updated(execution, moment)
+                if execution.get("batch_id"):
+                    touched_batches.add(execution["batch_id"])
+            self._refresh_batch_counts(touched_batches)
+            return dict.fromkeys(ids, format_timestamp(moment))
+
+    def remove_calls(self, ids: Iterable[str]) -> None:
+        """Delete calls as if Bolna had: gone from listings, lookups, batches and pending calls.
+
+        Raises KeyError for an unknown id (nothing is removed then).
+        """
+        ids = list(dict.fromkeys(ids))
+        with self.lock:
+            self._require_known(ids)
+            touched_batches = set()
+            for call_id in ids:
+                execution = self.executions.pop(call_id)
+                if call_id in self._hidden:
+                    self._hidden.discard(call_id)
+                else:
+                    keys = self._index[execution["agent_id"]].keys
+                    del keys[bisect_left(keys, (execution["created_at"], call_id))]
+                self._pending.discard(call_id)
+                batch_id = execution.get("batch_id")
+                if batch_id:
+                    self._batch_members[batch_id].remove(call_id)
+                    touched_batches.add(batch_id)
+            self._refresh_batch_counts(touched_batches)
 
     def _tick(self) -> datetime:
         """The time for a mutation: the server clock, never before `now`, always moving forward."""
