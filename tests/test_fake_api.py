@@ -735,6 +735,150 @@ def test_remove_calls_deletes_from_listings_lookups_batches_and_pending():
         world.remove_calls([in_batch["id"]])
 
 
+# ---------------------------------------------------------------- changes between page requests
+
+
+def page(session, url: str, number: int) -> dict:
+    response = session.get(url, params={"page_size": 10, "page_number": number})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_before_request_inserts_a_call_just_before_the_page_asked_for():
+    world = make_world(calls=90)
+    agent_id, other_agent = world.agent_ids[:2]
+    newest = newest_first(world, agent_id)[0]
+    inside = parse_timestamp(newest["created_at"]) - timedelta(microseconds=1)
+    inserted, lock_held = [], []
+
+    def insert_call():
+        lock_held.append(world.lock._is_owned())
+        inserted.extend(world.add_calls(1, agent_id=agent_id, created_at=inside))
+
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        url = executions_url(api, agent_id)
+        api.before_request(insert_call, path_contains=f"/v2/agent/{agent_id}/", page_number=2)
+        other = page(session, executions_url(api, other_agent), 2)
+        first = page(session, url, 1)
+        inserted_before_page_2 = list(inserted)
+        second = page(session, url, 2)
+        third = page(session, url, 3)
+
+    assert other["total"] == first["total"] == 30
+    assert inserted_before_page_2 == []
+    assert (second["total"], third["total"]) == (31, 31)
+    assert len(inserted) == 1
+    assert lock_held == [True]
+    # The insert pushed every older call one place down: page 1's last call is served again.
+    assert second["data"][0]["id"] == first["data"][-1]["id"]
+    assert inserted[0] not in {call["id"] for call in first["data"] + second["data"]}
+
+
+def test_before_request_runs_times_times_and_can_remove_calls():
+    world = make_world(calls=90)
+    agent_id = world.agent_ids[0]
+    ordered = [call["id"] for call in newest_first(world, agent_id)]
+    to_remove = iter(ordered[:2])
+
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        url = executions_url(api, agent_id)
+        api.before_request(
+            lambda: world.remove_calls([next(to_remove)]), path_contains="/executions", times=2
+        )
+        totals = [page(session, url, 1)["total"] for _ in range(3)]
+        second = page(session, url, 2)
+
+    assert totals == [29, 28, 28]
+    assert [call["id"] for call in second["data"]] == ordered[12:22]
+
+
+# ---------------------------------------------------------------- requests in flight
+
+
+def burst(api, count: int) -> list[tuple[int, str | None, dict]]:
+    """Send `count` requests at the same moment, one connection each; status, Retry-After, body."""
+    connections = [
+        http.client.HTTPConnection("127.0.0.1", api.port, timeout=5) for _ in range(count)
+    ]
+    results: list[tuple[int, str | None, dict]] = [None] * count
+    start = threading.Barrier(count)
+
+    def send(number: int) -> None:
+        connections[number].connect()  # before the barrier, so only the requests race
+        start.wait()
+        connections[number].request("GET", "/user/me", headers={"Authorization": f"Bearer {KEY}"})
+        response = connections[number].getresponse()
+        results[number] = (
+            response.status,
+            response.getheader("Retry-After"),
+            json.loads(response.read()),
+        )
+
+    try:
+        threads = [threading.Thread(target=send, args=(number,)) for number in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for connection in connections:
+            connection.close()
+    return results
+
+
+def test_max_in_flight_refuses_the_excess_at_once_with_retry_after():
+    with FakeBolnaServer(make_world(calls=30), api_key=KEY) as api:
+        api.latency = 0.2
+        unlimited = burst(api, 6)
+        unlimited_peak = api.peak_in_flight
+        api.clear_requests()
+        cleared_peak = api.peak_in_flight
+        api.max_in_flight = 2
+        limited = burst(api, 6)
+        limited_peak = api.peak_in_flight
+        logged = [entry.status for entry in api.requests]
+        api.latency = 0.0
+        after = requests.get(
+            f"{api.url}/user/me", headers={"Authorization": f"Bearer {KEY}"}, timeout=5
+        )
+
+    assert [status for status, _, _ in unlimited] == [200] * 6
+    assert unlimited_peak == 6
+    assert cleared_peak == 0
+    assert Counter(status for status, _, _ in limited) == {200: 2, 429: 4}
+    refused = [(retry, body) for status, retry, body in limited if status == 429]
+    assert refused == [("1", {"message": "Too many concurrent requests"})] * 4
+    assert limited_peak == 2
+    # Refusals are logged as they happen, before the two admitted requests finish sleeping.
+    assert logged == [429] * 4 + [200] * 2
+    assert after.status_code == 200
+
+
+def test_in_flight_refusal_without_retry_after_leaves_faults_and_hooks_armed(api, session):
+    ran = []
+    api.before_request(lambda: ran.append(True), path_contains="/user/me")
+    api.fail_next(1, 503, path_contains="/user/me")
+    api.max_in_flight = 0
+    api.in_flight_retry_after = None
+    try:
+        refused = session.get(f"{api.url}/user/me")
+    finally:
+        api.max_in_flight = None
+        api.in_flight_retry_after = "1"
+    failed = session.get(f"{api.url}/user/me")
+
+    assert refused.status_code == 429
+    assert "Retry-After" not in refused.headers
+    assert refused.json() == {"message": "Too many concurrent requests"}
+    assert failed.status_code == 503
+    assert ran == [True]
+    assert [entry.status for entry in api.requests] == [429, 503]
+    api.reset_stats()
+    assert api.peak_in_flight == 0
+
+
 # ---------------------------------------------------------------- server clock
 
 IMF_FIXDATE = re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT")
