@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import http.client
 import json
@@ -933,29 +934,15 @@ def test_server_now_and_mutations_use_the_offset_clock():
 # ---------------------------------------------------------------- command line
 
 
-def test_cli_prints_the_url_and_stops_cleanly_on_sigterm():
-    command = [
-        sys.executable,
-        "-m",
-        "tests.fake_api",
-        "--port",
-        "0",
-        "--calls",
-        "40",
-        "--api-key",
-        "cli-key",
-    ]
+@contextlib.contextmanager
+def cli_server(*options: str):
+    """Run `python -m tests.fake_api` with `options`; yield its URL; check it stops cleanly."""
+    command = [sys.executable, "-m", "tests.fake_api", "--port", "0", "--calls", "40", *options]
     with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True) as process:
         try:
             line = process.stdout.readline().strip()
             assert re.fullmatch(r"FAKE_BOLNA_URL=http://127\.0\.0\.1:\d+", line)
-            url = line.split("=", 1)[1]
-            with requests.Session() as session:
-                response = session.get(
-                    f"{url}/v2/agent/all", headers={"Authorization": "Bearer cli-key"}
-                )
-            assert response.status_code == 200
-            assert len(response.json()) == 3
+            yield line.split("=", 1)[1]
         finally:
             process.send_signal(signal.SIGTERM)
             remaining = process.stdout.read()
@@ -963,3 +950,22 @@ def test_cli_prints_the_url_and_stops_cleanly_on_sigterm():
 
     assert returncode == 0
     assert remaining == ""
+
+
+def test_cli_prints_the_url_and_stops_cleanly_on_sigterm():
+    with cli_server("--api-key", "cli-key") as url, requests.Session() as session:
+        response = session.get(f"{url}/v2/agent/all", headers={"Authorization": "Bearer cli-key"})
+
+    assert response.status_code == 200
+    assert len(response.json()) == 3
+
+
+def test_cli_sets_clock_offset_and_in_flight_limit():
+    options = ("--clock-offset-seconds", "-600", "--max-in-flight", "0", "--retry-after", "7")
+    with cli_server(*options) as url:
+        refused = requests.get(f"{url}/user/me", timeout=5)
+        expected = datetime.now(timezone.utc) - timedelta(seconds=600)
+
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "7"
+    assert abs(served_date(refused) - expected) < timedelta(seconds=2)
