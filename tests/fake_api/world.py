@@ -1,8 +1,9 @@
 """The data behind the fake Bolna API: agents, their calls (executions), batches and account.
 
 A `World` is generated from a seed and a fixed "now", so the same arguments always give the same
-objects. Tests then change it while the server runs (`add_calls`, `complete_pending`), always
-under `world.lock`, and the per-agent index that serves the paged endpoint stays sorted.
+objects. Tests then change it while the server runs (`add_calls`, `complete_pending`,
+`update_calls`, `reveal`, `remove_calls`), always under `world.lock`, and the per-agent index
+that serves the paged endpoint stays sorted. Its clock (`server_now`) may disagree with ours.
 """
 
 from __future__ import annotations
