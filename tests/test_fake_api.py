@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import email.utils
 import http.client
 import json
 import re
@@ -594,32 +596,353 @@ def test_mutations_while_serving_keep_pages_consistent():
         assert all(call["agent_id"] == agent_id for call in body["data"])
 
 
+# ---------------------------------------------------------------- calls listed late
+
+
+def served_ids(session, url: str, **params) -> tuple[int, list[str]]:
+    """The total of the first page and the ids of every page."""
+    calls, envelopes = fetch_all(session, url, page_size=50, **params)
+    return envelopes[0]["total"], [call["id"] for call in calls]
+
+
+def test_hidden_calls_are_neither_listed_nor_served_until_revealed():
+    world = make_world(calls=60)
+    agent_id = world.agent_ids[0]
+    listed = newest_first(world, agent_id)
+    # Between the 5th and 6th newest listed calls, i.e. inside history a client has read.
+    between = parse_timestamp(listed[5]["created_at"]) + timedelta(microseconds=1)
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        url = executions_url(api, agent_id)
+        hidden = world.add_calls(2, agent_id=agent_id, created_at=between, hidden=True)
+        stamps = {call_id: dict(world.executions[call_id]) for call_id in hidden}
+        total_hidden, ids_hidden = served_ids(session, url)
+        by_id_hidden = [session.get(f"{api.url}/executions/{c}").status_code for c in hidden]
+        log_hidden = session.get(f"{api.url}/executions/{hidden[0]}/log").status_code
+        hidden_before = world.hidden_ids()
+        revealed = world.reveal()
+        total_shown, ids_shown = served_ids(session, url)
+        by_id_shown = [session.get(f"{api.url}/executions/{c}").json() for c in hidden]
+
+    assert hidden_before == set(hidden)
+    assert total_hidden == len(listed) == len(ids_hidden)
+    assert not set(hidden) & set(ids_hidden)
+    assert by_id_hidden == [404, 404]
+    assert log_hidden == 404
+    assert sorted(revealed) == sorted(hidden)
+    assert world.hidden_ids() == set()
+    assert total_shown == len(listed) + 2
+    assert ids_shown[5:7] == sorted(hidden, reverse=True)
+    assert [c["id"] for c in listed] == ids_shown[:5] + ids_shown[7:]
+    assert by_id_shown == [stamps[call_id] for call_id in hidden]
+
+
+def test_reveal_with_ids_shows_only_those_and_filters_see_them_too():
+    world = make_world(calls=30)
+    agent_id = world.agent_ids[1]
+    first, second = world.add_calls(2, agent_id=agent_id, status="busy", hidden=True)
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        url = executions_url(api, agent_id)
+        before = served_ids(session, url, status="busy")[1]
+        revealed = world.reveal([first, first])
+        again = world.reveal([first])
+        after = served_ids(session, url, status="busy")[1]
+
+    assert revealed == [first]
+    assert again == []
+    assert world.hidden_ids() == {second}
+    assert first not in before
+    assert second not in before
+    assert after.count(first) == 1
+    assert second not in after
+    with pytest.raises(KeyError):
+        world.reveal(["no-such-call"])
+
+
+# ---------------------------------------------------------------- late data, deleted calls
+
+
+def test_update_calls_fills_in_data_and_moves_updated_at_but_not_status():
+    world = make_world(calls=90)
+    world.clock = lambda: NOW + timedelta(hours=2)
+    call_id = next(
+        call["id"]
+        for call in newest_first(world, world.agent_ids[0])
+        if call["status"] == "completed" and call.get("batch_id")
+    )
+    extracted = {"user_interested": True, "preferred_slot": "2 PM"}
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        before = session.get(f"{api.url}/executions/{call_id}").json()
+        stamps = world.update_calls([call_id], extracted_data=extracted, total_cost=12.5)
+        extracted["user_interested"] = False  # the world keeps its own copy
+        after = session.get(f"{api.url}/executions/{call_id}").json()
+        batch = session.get(f"{api.url}/batches/{world.agent_ids[0]}/all").json()
+
+    assert stamps == {call_id: "2026-03-01T14:00:00.000000Z"}
+    assert before["updated_at"] < after["updated_at"] == "2026-03-01T14:00:00.000000Z"
+    assert after["batch_run_details"]["updated_at"] == after["updated_at"]
+    assert (
+        next(b for b in batch if b["batch_id"] == after["batch_id"])["updated_at"]
+        == (after["updated_at"])
+    )
+    assert after["extracted_data"] == {"user_interested": True, "preferred_slot": "2 PM"}
+    assert after["total_cost"] == 12.5
+    assert before["extracted_data"] != after["extracted_data"]
+    unchanged = ("id", "agent_id", "status", "created_at", "transcript", "telephony_data")
+    assert all(after[name] == before[name] for name in unchanged)
+
+
+@pytest.mark.parametrize("name", ["status", "created_at", "agent_id", "id"])
+def test_update_calls_refuses_to_change_identity_or_status(name):
+    world = make_world(calls=10)
+    call_id = next(iter(world.executions))
+    before = dict(world.executions[call_id])
+
+    with pytest.raises(ValueError, match=name):
+        world.update_calls([call_id], **{name: "x", "transcript": "changed"})
+
+    assert world.executions[call_id] == before
+
+
+def test_remove_calls_deletes_from_listings_lookups_batches_and_pending():
+    world = make_world(pending_fraction=0.5)
+    agent_id = world.agent_ids[0]
+    mine = newest_first(world, agent_id)
+    in_batch = next(call for call in mine if call.get("batch_id"))
+    pending = next(
+        call for call in mine if call["id"] in world.pending_ids() and call is not in_batch
+    )
+    (hidden,) = world.add_calls(1, agent_id=agent_id, hidden=True)
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        url = executions_url(api, agent_id)
+        total_before = served_ids(session, url)[0]
+        world.remove_calls([in_batch["id"], pending["id"], hidden])
+        total_after, ids_after = served_ids(session, url)
+        by_id = session.get(f"{api.url}/executions/{in_batch['id']}").status_code
+        members = session.get(f"{api.url}/batches/{in_batch['batch_id']}/executions").json()
+
+    assert total_after == total_before - 2 == len(ids_after)
+    assert not {in_batch["id"], pending["id"]} & set(ids_after)
+    assert by_id == 404
+    assert in_batch["id"] not in {call["id"] for call in members}
+    assert pending["id"] not in world.pending_ids()
+    assert world.hidden_ids() == set()
+    assert world.reveal() == []
+    assert not {in_batch["id"], pending["id"], hidden} & world.executions.keys()
+    with pytest.raises(KeyError):
+        world.remove_calls([in_batch["id"]])
+
+
+# ---------------------------------------------------------------- changes between page requests
+
+
+def page(session, url: str, number: int) -> dict:
+    response = session.get(url, params={"page_size": 10, "page_number": number})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_before_request_inserts_a_call_just_before_the_page_asked_for():
+    world = make_world(calls=90)
+    agent_id, other_agent = world.agent_ids[:2]
+    newest = newest_first(world, agent_id)[0]
+    inside = parse_timestamp(newest["created_at"]) - timedelta(microseconds=1)
+    inserted, lock_held = [], []
+
+    def insert_call():
+        lock_held.append(world.lock._is_owned())
+        inserted.extend(world.add_calls(1, agent_id=agent_id, created_at=inside))
+
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        url = executions_url(api, agent_id)
+        api.before_request(insert_call, path_contains=f"/v2/agent/{agent_id}/", page_number=2)
+        other = page(session, executions_url(api, other_agent), 2)
+        first = page(session, url, 1)
+        inserted_before_page_2 = list(inserted)
+        second = page(session, url, 2)
+        third = page(session, url, 3)
+
+    assert other["total"] == first["total"] == 30
+    assert inserted_before_page_2 == []
+    assert (second["total"], third["total"]) == (31, 31)
+    assert len(inserted) == 1
+    assert lock_held == [True]
+    # The insert pushed every older call one place down: page 1's last call is served again.
+    assert second["data"][0]["id"] == first["data"][-1]["id"]
+    assert inserted[0] not in {call["id"] for call in first["data"] + second["data"]}
+
+
+def test_before_request_runs_times_times_and_can_remove_calls():
+    world = make_world(calls=90)
+    agent_id = world.agent_ids[0]
+    ordered = [call["id"] for call in newest_first(world, agent_id)]
+    to_remove = iter(ordered[:2])
+
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        url = executions_url(api, agent_id)
+        api.before_request(
+            lambda: world.remove_calls([next(to_remove)]), path_contains="/executions", times=2
+        )
+        totals = [page(session, url, 1)["total"] for _ in range(3)]
+        second = page(session, url, 2)
+
+    assert totals == [29, 28, 28]
+    assert [call["id"] for call in second["data"]] == ordered[12:22]
+
+
+# ---------------------------------------------------------------- requests in flight
+
+
+def burst(api, count: int) -> list[tuple[int, str | None, dict]]:
+    """Send `count` requests at the same moment, one connection each; status, Retry-After, body."""
+    connections = [
+        http.client.HTTPConnection("127.0.0.1", api.port, timeout=5) for _ in range(count)
+    ]
+    results: list[tuple[int, str | None, dict]] = [None] * count
+    start = threading.Barrier(count)
+
+    def send(number: int) -> None:
+        connections[number].connect()  # before the barrier, so only the requests race
+        start.wait()
+        connections[number].request("GET", "/user/me", headers={"Authorization": f"Bearer {KEY}"})
+        response = connections[number].getresponse()
+        results[number] = (
+            response.status,
+            response.getheader("Retry-After"),
+            json.loads(response.read()),
+        )
+
+    try:
+        threads = [threading.Thread(target=send, args=(number,)) for number in range(count)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        for connection in connections:
+            connection.close()
+    return results
+
+
+def test_max_in_flight_refuses_the_excess_at_once_with_retry_after():
+    with FakeBolnaServer(make_world(calls=30), api_key=KEY) as api:
+        api.latency = 0.2
+        unlimited = burst(api, 6)
+        unlimited_peak = api.peak_in_flight
+        api.clear_requests()
+        cleared_peak = api.peak_in_flight
+        api.max_in_flight = 2
+        limited = burst(api, 6)
+        limited_peak = api.peak_in_flight
+        logged = [entry.status for entry in api.requests]
+        api.latency = 0.0
+        after = requests.get(
+            f"{api.url}/user/me", headers={"Authorization": f"Bearer {KEY}"}, timeout=5
+        )
+
+    assert [status for status, _, _ in unlimited] == [200] * 6
+    assert unlimited_peak == 6
+    assert cleared_peak == 0
+    assert Counter(status for status, _, _ in limited) == {200: 2, 429: 4}
+    refused = [(retry, body) for status, retry, body in limited if status == 429]
+    assert refused == [("1", {"message": "Too many concurrent requests"})] * 4
+    assert limited_peak == 2
+    # Refusals are logged as they happen, before the two admitted requests finish sleeping.
+    assert logged == [429] * 4 + [200] * 2
+    assert after.status_code == 200
+
+
+def test_in_flight_refusal_without_retry_after_leaves_faults_and_hooks_armed(api, session):
+    ran = []
+    api.before_request(lambda: ran.append(True), path_contains="/user/me")
+    api.fail_next(1, 503, path_contains="/user/me")
+    api.max_in_flight = 0
+    api.in_flight_retry_after = None
+    try:
+        refused = session.get(f"{api.url}/user/me")
+    finally:
+        api.max_in_flight = None
+        api.in_flight_retry_after = "1"
+    failed = session.get(f"{api.url}/user/me")
+
+    assert refused.status_code == 429
+    assert "Retry-After" not in refused.headers
+    assert refused.json() == {"message": "Too many concurrent requests"}
+    assert failed.status_code == 503
+    assert ran == [True]
+    assert [entry.status for entry in api.requests] == [429, 503]
+    api.reset_stats()
+    assert api.peak_in_flight == 0
+
+
+# ---------------------------------------------------------------- server clock
+
+IMF_FIXDATE = re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT")
+
+
+def served_date(response: requests.Response) -> datetime:
+    assert IMF_FIXDATE.fullmatch(response.headers["Date"]), response.headers["Date"]
+    return email.utils.parsedate_to_datetime(response.headers["Date"])
+
+
+def test_date_header_and_new_calls_follow_the_server_clock():
+    behind, ahead = timedelta(seconds=-600), timedelta(seconds=600)
+    world = World.generate(seed=7, agents=1, calls=20, days=1, clock_offset=behind)
+    history_end = datetime.now(timezone.utc) + behind
+    with FakeBolnaServer(world, api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        late = session.get(f"{api.url}/user/me")
+        refused = requests.get(f"{api.url}/user/me", timeout=5)
+        (late_call,) = world.add_calls(1)
+        world.clock_offset = ahead
+        early = session.get(f"{api.url}/user/me")
+        (early_call,) = world.add_calls(1)
+        real_now = datetime.now(timezone.utc)
+
+    def created(call_id: str) -> datetime:
+        return parse_timestamp(world.executions[call_id]["created_at"])
+
+    close = timedelta(seconds=2)
+    assert abs(world.now - history_end) < close
+    assert refused.status_code == 403
+    assert abs(served_date(late) - (real_now + behind)) < close
+    assert abs(served_date(refused) - (real_now + behind)) < close
+    assert abs(created(late_call) - (real_now + behind)) < close
+    assert abs(served_date(early) - (real_now + ahead)) < close
+    assert abs(created(early_call) - (real_now + ahead)) < close
+
+
+def test_server_now_and_mutations_use_the_offset_clock():
+    world = make_world(calls=30, pending_fraction=1.0)
+    world.clock = lambda: NOW + timedelta(hours=1)
+    world.clock_offset = timedelta(minutes=-10)
+
+    changed = world.complete_pending()
+
+    assert world.server_now() == NOW + timedelta(minutes=50)
+    assert changed
+    assert {world.executions[call_id]["updated_at"] for call_id in changed} == {
+        "2026-03-01T12:50:00.000000Z"
+    }
+
+
 # ---------------------------------------------------------------- command line
 
 
-def test_cli_prints_the_url_and_stops_cleanly_on_sigterm():
-    command = [
-        sys.executable,
-        "-m",
-        "tests.fake_api",
-        "--port",
-        "0",
-        "--calls",
-        "40",
-        "--api-key",
-        "cli-key",
-    ]
+@contextlib.contextmanager
+def cli_server(*options: str):
+    """Run `python -m tests.fake_api` with `options`; yield its URL; check it stops cleanly."""
+    command = [sys.executable, "-m", "tests.fake_api", "--port", "0", "--calls", "40", *options]
     with subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True) as process:
         try:
             line = process.stdout.readline().strip()
             assert re.fullmatch(r"FAKE_BOLNA_URL=http://127\.0\.0\.1:\d+", line)
-            url = line.split("=", 1)[1]
-            with requests.Session() as session:
-                response = session.get(
-                    f"{url}/v2/agent/all", headers={"Authorization": "Bearer cli-key"}
-                )
-            assert response.status_code == 200
-            assert len(response.json()) == 3
+            yield line.split("=", 1)[1]
         finally:
             process.send_signal(signal.SIGTERM)
             remaining = process.stdout.read()
@@ -627,3 +950,22 @@ def test_cli_prints_the_url_and_stops_cleanly_on_sigterm():
 
     assert returncode == 0
     assert remaining == ""
+
+
+def test_cli_prints_the_url_and_stops_cleanly_on_sigterm():
+    with cli_server("--api-key", "cli-key") as url, requests.Session() as session:
+        response = session.get(f"{url}/v2/agent/all", headers={"Authorization": "Bearer cli-key"})
+
+    assert response.status_code == 200
+    assert len(response.json()) == 3
+
+
+def test_cli_sets_clock_offset_and_in_flight_limit():
+    options = ("--clock-offset-seconds", "-600", "--max-in-flight", "0", "--retry-after", "7")
+    with cli_server(*options) as url:
+        refused = requests.get(f"{url}/user/me", timeout=5)
+        expected = datetime.now(timezone.utc) - timedelta(seconds=600)
+
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "7"
+    assert abs(served_date(refused) - expected) < timedelta(seconds=2)

@@ -11,7 +11,7 @@ import gc
 import signal
 import sys
 import threading
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
 from tests.fake_api.server import FakeBolnaServer
@@ -57,7 +57,24 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--pending-fraction", type=float, default=0.05)
     parser.add_argument("--old-pending", type=int, default=0)
     parser.add_argument(
-        "--now", type=_utc_datetime, default=None, help="ISO 8601; default: current time"
+        "--now", type=_utc_datetime, default=None, help="ISO 8601; default: the server's time"
+    )
+    parser.add_argument(
+        "--clock-offset-seconds",
+        type=float,
+        default=0.0,
+        help="how far the server's clock (Date header, new stamps) runs ahead; negative: behind",
+    )
+    parser.add_argument(
+        "--max-in-flight",
+        type=int,
+        default=None,
+        help="answer 429 to requests beyond this many at once (default: no limit)",
+    )
+    parser.add_argument(
+        "--retry-after",
+        default="1",
+        help="Retry-After sent with those 429s; an empty string sends none",
     )
     return parser
 
@@ -74,6 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         pending_fraction=args.pending_fraction,
         transcript_bytes=args.transcript_bytes,
         old_pending=args.old_pending,
+        clock_offset=timedelta(seconds=args.clock_offset_seconds),
     )
     # The world lives until exit: keep later collections from re-scanning its millions of objects.
     gc.freeze()
@@ -86,6 +104,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, request_stop)
     with FakeBolnaServer(world, api_key=args.api_key, port=args.port) as api:
         api.latency = args.latency
+        api.max_in_flight = args.max_in_flight
+        api.in_flight_retry_after = args.retry_after or None
         sys.stdout.write(f"FAKE_BOLNA_URL={api.url}\n")
         sys.stdout.flush()
         # Short waits so the signal handler runs promptly on every platform.

@@ -8,6 +8,7 @@ latency) for the next few requests, which is how the tap's error handling is tes
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import json
 import re
 import socket
@@ -23,6 +24,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 from tests.fake_api.world import ALL_STATUSES, format_timestamp
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from types import TracebackType
 
     from typing_extensions import Self
@@ -35,6 +37,7 @@ MAX_RANGE = timedelta(days=7)
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=utf-8"
 AUTH_FAILURE = {"detail": "Invalid or expired API key"}
+IN_FLIGHT_REFUSAL = {"message": "Too many concurrent requests"}
 # Strict ISO 8601 with a zone: a "+" sent unencoded arrives as a space and fails here, as it should.
 _TIMESTAMP = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(Z|[+-]\d{2}:?\d{2})"
@@ -69,6 +72,21 @@ class _Fault:
 
     def matches(self, target: str) -> bool:
         return self.path_contains is None or self.path_contains in target
+
+
+@dataclass
+class _Hook:
+    """A mutation to run before answering the next `remaining` matching requests."""
+
+    action: Callable[[], object]
+    remaining: int
+    path_contains: str | None
+    page_number: str | None  # as the query spells it; a request without one asks for page "1"
+
+    def matches(self, target: str, query: dict[str, str]) -> bool:
+        if self.path_contains is not None and self.path_contains not in target:
+            return False
+        return self.page_number is None or query.get("page_number", "1") == self.page_number
 
 
 class ApiError(Exception):
@@ -179,13 +197,12 @@ class _Routes:
         }
 
     def execution(self, _query: dict[str, str], call_id: str) -> Any:
-        execution = self.world.executions.get(call_id)
-        if execution is None:
+        if not self.world.is_listed(call_id):
             raise _error(404, "Execution not found")
-        return execution
+        return self.world.executions[call_id]
 
     def execution_log(self, _query: dict[str, str], call_id: str) -> Any:
-        if call_id not in self.world.executions:
+        if not self.world.is_listed(call_id):
             raise _error(404, "Execution not found")
         return self.world.execution_log(call_id)
 
@@ -273,6 +290,12 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
         """Stay quiet: the benchmarks send hundreds of thousands of requests."""
 
+    def date_time_string(self, timestamp: float | None = None) -> str:
+        """The `Date` header, read from the world's server clock: how a client learns its time."""
+        if timestamp is None:
+            timestamp = self.server.api.world.server_now().timestamp()
+        return email.utils.formatdate(timestamp, usegmt=True)
+
     def do_GET(self) -> None:
         self._serve()
 
@@ -300,15 +323,29 @@ class _Handler(BaseHTTPRequestHandler):
             for name, values in parse_qs(split.query, keep_blank_values=True).items()
         }
         api = self.server.api
-        if api.latency:
-            time.sleep(api.latency)
-        fault = api.take_fault(self.path)
-        if fault is not None and fault.kind == "reset":
-            api.log(LoggedRequest(self.command, path, query, 0))
-            self.close_connection = True
+        if not api.admit():
+            # Refused at the door, like a gateway: no latency, faults and hooks stay armed.
+            api.log(LoggedRequest(self.command, path, query, 429))
+            retry_after = api.in_flight_retry_after
+            headers = {"Retry-After": retry_after} if retry_after is not None else {}
+            self._send(429, _json(IN_FLIGHT_REFUSAL), JSON_TYPE, headers)
             return
-        status, body, content_type, headers = self._answer(fault, path, query)
-        api.log(LoggedRequest(self.command, path, query, status))
+        try:
+            if api.latency:
+                time.sleep(api.latency)
+            api.run_hooks(self.path, query)
+            fault = api.take_fault(self.path)
+            if fault is not None and fault.kind == "reset":
+                api.log(LoggedRequest(self.command, path, query, 0))
+                self.close_connection = True
+                return
+            status, body, content_type, headers = self._answer(fault, path, query)
+            api.log(LoggedRequest(self.command, path, query, status))
+            self._send(status, body, content_type, headers)
+        finally:
+            api.release()
+
+    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str]) -> None:
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -403,7 +440,11 @@ class FakeBolnaServer:
 
     Use as a context manager (or `start()` / `stop()`). `url` is the base URL; `requests`
     lists every request answered; `fail_next`, `reset_next`, `html_200_next`, `json_200_next`
-    and `latency` make it misbehave.
+    and `latency` make it misbehave; `before_request` changes the world between two requests.
+
+    `max_in_flight` (None = no limit) makes it refuse, at once, with 429 and
+    `Retry-After: in_flight_retry_after` (no header if None), any request that arrives while
+    that many are being answered; `peak_in_flight` is the most answered at once.
     """
 
     def __init__(self, world: World, api_key: str = "test-key", *, port: int = 0) -> None:
@@ -412,8 +453,13 @@ class FakeBolnaServer:
         self.api_key = api_key
         self._port = port
         self.latency = 0.0
+        self.max_in_flight: int | None = None
+        self.in_flight_retry_after: str | None = "1"
+        self._in_flight = 0
+        self._peak_in_flight = 0
         self._log: list[LoggedRequest] = []
         self._faults: list[_Fault] = []
+        self._hooks: list[_Hook] = []
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -481,14 +527,82 @@ class FakeBolnaServer:
             return list(self._log)
 
     def clear_requests(self) -> None:
-        """Forget the requests logged so far."""
+        """Forget the requests logged so far and reset `peak_in_flight` (see `reset_stats`)."""
         with self._lock:
             self._log.clear()
+        self.reset_stats()
 
     def log(self, entry: LoggedRequest) -> None:
         """Record one answered request (called by the handler threads)."""
         with self._lock:
             self._log.append(entry)
+
+    # ------------------------------------------------------------------ requests in flight
+
+    @property
+    def peak_in_flight(self) -> int:
+        """The most requests answered at the same time since start or `reset_stats`.
+
+        A request counts from when it is parsed until its answer is written (latency included);
+        requests refused by `max_in_flight` do not count.
+        """
+        with self._lock:
+            return self._peak_in_flight
+
+    def reset_stats(self) -> None:
+        """Start `peak_in_flight` again from the requests being answered right now."""
+        with self._lock:
+            self._peak_in_flight = self._in_flight
+
+    def admit(self) -> bool:
+        """Count a request in, or return False when `max_in_flight` are already being answered."""
+        with self._lock:
+            if self.max_in_flight is not None and self._in_flight >= self.max_in_flight:
+                return False
+            self._in_flight += 1
+            self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+            return True
+
+    def release(self) -> None:
+        """Count out a request admitted by `admit`, once its answer is written."""
+        with self._lock:
+            self._in_flight -= 1
+
+    # ------------------------------------------------------------------ changes between requests
+
+    def before_request(
+        self,
+        action: Callable[[], object],
+        *,
+        path_contains: str | None = None,
+        page_number: int | None = None,
+        times: int = 1,
+    ) -> None:
+        """Run `action()` (under `world.lock`) just before answering the next `times` matches.
+
+        A request matches when its path and query contain `path_contains` and, if given, its
+        `page_number` parameter equals `page_number` (a request without one counts as page 1).
+        The answer then reflects the change, e.g. calls inserted into or removed from a window
+        while a client pages through it. Every armed action that matches runs, oldest first;
+        requests refused by `max_in_flight` neither run nor use one up.
+        """
+        if times > 0:
+            wanted_page = None if page_number is None else str(page_number)
+            with self._lock:
+                self._hooks.append(_Hook(action, times, path_contains, wanted_page))
+
+    def run_hooks(self, target: str, query: dict[str, str]) -> None:
+        """Run the actions armed by `before_request` that match this request (handler threads)."""
+        with self._lock:
+            if not self._hooks:
+                return
+            due = [hook for hook in self._hooks if hook.matches(target, query)]
+            for hook in due:
+                hook.remaining -= 1
+            self._hooks = [hook for hook in self._hooks if hook.remaining > 0]
+        with self.world.lock:
+            for hook in due:
+                hook.action()
 
     # ------------------------------------------------------------------ fault injection
 

@@ -1,12 +1,14 @@
 """The data behind the fake Bolna API: agents, their calls (executions), batches and account.
 
 A `World` is generated from a seed and a fixed "now", so the same arguments always give the same
-objects. Tests then change it while the server runs (`add_calls`, `complete_pending`), always
-under `world.lock`, and the per-agent index that serves the paged endpoint stays sorted.
+objects. Tests then change it while the server runs (`add_calls`, `complete_pending`,
+`update_calls`, `reveal`, `remove_calls`), always under `world.lock`, and the per-agent index
+that serves the paged endpoint stays sorted. Its clock (`server_now`) may disagree with ours.
 """
 
 from __future__ import annotations
 
+import copy
 import gc
 import random
 import threading
@@ -44,6 +46,9 @@ _COMPLETION_WEIGHTS = (80, 8, 6, 6)
 # Statuses where somebody actually talked, so there is a transcript, cost and recording.
 _CONVERSATION_STATUSES = frozenset({"completed", "call-disconnected", "stopped"})
 
+# Fields `update_calls` leaves alone: identity, ordering, status and batch membership are kept
+# by other methods and indexes, and it sets `updated_at` itself.
+_NOT_UPDATABLE = frozenset({"id", "agent_id", "created_at", "status", "updated_at", "batch_id"})
 _RECENT_PENDING_WINDOW = timedelta(days=10)
 _BATCH_SHARE = 0.2
 _OLD_NAME_SHARE = (
@@ -164,9 +169,9 @@ class _AgentIndex:
 class World:
     """Agents, calls, batches and account data that the fake API serves, plus ways to change them.
 
-    `executions` maps a call id to the object exactly as the API returns it. Change calls only
-    through `add_calls` and `complete_pending` (or leave `agent_id` and `created_at` alone): the
-    paged endpoint reads a per-agent index built from those two fields.
+    `executions` maps a call id to the object exactly as the API returns it, hidden calls
+    included. Change calls only through the methods below (or leave `agent_id` and `created_at`
+    alone): the paged endpoint reads a per-agent index built from those two fields.
     """
 
     def __init__(self, *, now: datetime, seed: int, transcript_bytes: tuple[int, int]) -> None:
@@ -185,6 +190,8 @@ class World:
         self.lock = threading.RLock()
         # Where mutations read the time; tests may replace it to pin `updated_at`.
         self.clock: Callable[[], datetime] = _utc_now
+        # How far Bolna's clock is ahead of ours (negative: behind); see `server_now`.
+        self.clock_offset = timedelta(0)
         self.rng = random.Random(seed)  # noqa: S311 - reproducible test data, not secrets
         self.agents: dict[str, dict[str, Any]] = {}
         self.executions: dict[str, dict[str, Any]] = {}
@@ -197,6 +204,8 @@ class World:
         self._agent_batches: dict[str, list[str]] = {}
         self._agent_numbers: dict[str, str] = {}
         self._pending: set[str] = set()
+        # Calls that exist but are not listed yet; they stay out of `_index` until revealed.
+        self._hidden: set[str] = set()
         self._next_agent = 0
         self._last_tick = self.now
         self._corpus = self._build_corpus(max(high * 2, 65536))
@@ -214,18 +223,23 @@ class World:
         pending_fraction: float = 0.05,
         transcript_bytes: tuple[int, int] = (200, 400),
         old_pending: int = 0,
+        clock_offset: timedelta = timedelta(0),
     ) -> World:
         """Build a world of `agents` agents and `calls` calls spread over the last `days` days.
 
         Calls fall in [now - days, now - 1 minute], dealt to agents round-robin in time order.
         A `pending_fraction` share of the calls from the last 10 days still has a pending
         status; `old_pending` extra pending calls sit 20-30 days back, older than any sensible
-        look-back window.
+        look-back window. `clock_offset` becomes the world's `clock_offset`; without `now`, the
+        history ends at the server's "now" (real UTC now + `clock_offset`).
         """
         if agents < 1 and calls + old_pending > 0:
             msg = "calls need at least one agent"
             raise ValueError(msg)
-        world = cls(now=now or _utc_now(), seed=seed, transcript_bytes=transcript_bytes)
+        world = cls(
+            now=now or _utc_now() + clock_offset, seed=seed, transcript_bytes=transcript_bytes
+        )
+        world.clock_offset = clock_offset
         # Millions of fresh dicts would trigger many full collections that find no garbage.
         collecting = gc.isenabled()
         gc.disable()
@@ -475,7 +489,13 @@ class World:
     # ------------------------------------------------------------------ one call
 
     def _create_call(
-        self, agent_id: str, created: datetime, status: str, *, allow_batch: bool
+        self,
+        agent_id: str,
+        created: datetime,
+        status: str,
+        *,
+        allow_batch: bool,
+        hidden: bool = False,
     ) -> str:
         """Make one call in `status`; final calls get their outcome filled in by `_finish_call`."""
         rng = self.rng
@@ -543,7 +563,10 @@ class World:
             }
             self._batch_members[batch_id].append(call_id)
         self.executions[call_id] = execution
-        insort(self._index[agent_id].keys, (stamp, call_id))
+        if hidden:
+            self._hidden.add(call_id)
+        else:
+            insort(self._index[agent_id].keys, (stamp, call_id))
         if status in FINAL_STATUSES:
             self._finish_call(execution, status, finished=None)
         else:
@@ -737,6 +760,11 @@ class World:
         with self.lock:
             return set(self._pending)
 
+    def hidden_ids(self) -> set[str]:
+        """Ids of calls that exist but are not listed or served yet (see `add_calls(hidden=)`)."""
+        with self.lock:
+            return set(self._hidden)
+
     def add_calls(
         self,
         n: int,
@@ -744,13 +772,15 @@ class World:
         agent_id: str | None = None,
         created_at: datetime | None = None,
         status: str | None = None,
+        hidden: bool = False,
     ) -> list[str]:
         """Add `n` new calls and return their ids.
 
-        Without `created_at` each call is stamped with the world clock (strictly increasing,
+        Without `created_at` each call is stamped by `server_now` (strictly increasing,
         never before `world.now`); with it, all `n` share that instant. Without `agent_id` the
         calls are dealt round-robin over the agents. `status` defaults to "completed"; a pending
-        status gives a call that `complete_pending` can later finish.
+        status gives a call that `complete_pending` can later finish. `hidden` calls are listed
+        late: absent from the paged endpoint (data and total) and 404 by id until `reveal`.
         """
         status = status or "completed"
         if status not in ALL_STATUSES:
@@ -768,14 +798,46 @@ class World:
                     self._next_agent += 1
                 moment = created_at.astimezone(timezone.utc) if created_at else self._tick()
                 # New calls are not part of a campaign, so batch listings stay as generated.
-                new_ids.append(self._create_call(owner, moment, status, allow_batch=False))
+                new_ids.append(
+                    self._create_call(owner, moment, status, allow_batch=False, hidden=hidden)
+                )
             return new_ids
+
+    def reveal(self, ids: Iterable[str] | None = None) -> list[str]:
+        """List hidden calls (all, or those of `ids` that are hidden); return the ids revealed.
+
+        Their `created_at` and `updated_at` stay as they were, so a revealed call can land
+        inside a window a client has already read.
+        """
+        with self.lock:
+            if ids is None:
+                targets = sorted(self._hidden)
+            else:
+                ids = list(dict.fromkeys(ids))  # a repeated id must not be indexed twice
+                self._require_known(ids)
+                targets = [call_id for call_id in ids if call_id in self._hidden]
+            for call_id in targets:
+                execution = self.executions[call_id]
+                keys = self._index[execution["agent_id"]].keys
+                insort(keys, (execution["created_at"], call_id))
+                self._hidden.discard(call_id)
+            return targets
+
+    def is_listed(self, call_id: str) -> bool:
+        """Whether the API shows this call: it exists and is not hidden. Call under `lock`."""
+        return call_id in self.executions and call_id not in self._hidden
+
+    def _require_known(self, ids: Iterable[str]) -> None:
+        unknown = [call_id for call_id in ids if call_id not in self.executions]
+        if unknown:
+            msg = f"unknown execution ids: {unknown}"
+            raise KeyError(msg)
 
     def complete_pending(self, *, ids: Iterable[str] | None = None) -> list[str]:
         """Move pending calls (all, or those of `ids` that are pending) to a final status.
 
         Most become "completed", some "no-answer", "busy" or "failed" (with an error
-        message). `updated_at` becomes the current world clock; `created_at` never changes.
+        message). `updated_at` becomes the server's current time; `created_at` never changes.
         Returns the ids that changed, in the order they were processed.
         """
         ids = None if ids is None else list(ids)
@@ -786,10 +848,7 @@ class World:
                 )
             else:
                 targets = [call_id for call_id in ids if call_id in self._pending]
-                unknown = [call_id for call_id in ids if call_id not in self.executions]
-                if unknown:
-                    msg = f"unknown execution ids: {unknown}"
-                    raise KeyError(msg)
+                self._require_known(ids)
             finished = self._tick()
             touched_batches = set()
             for call_id in targets:
@@ -802,10 +861,65 @@ class World:
             self._refresh_batch_counts(touched_batches)
             return targets
 
+    def server_now(self) -> datetime:
+        """Bolna's idea of the current time: `clock()` shifted by `clock_offset`, aware UTC."""
+        return self.clock().astimezone(timezone.utc) + self.clock_offset
+
+    def update_calls(self, ids: Iterable[str], **fields: Any) -> dict[str, str]:
+        """Set top-level `fields` on each call, as post-call processing does after a final status.
+
+        E.g. `extracted_data`, `transcript`, `total_cost`, `telephony_data`. `updated_at` (also
+        in `batch_run_details`) moves to the server's current time; `status` and `created_at`
+        do not. Returns each id's new `updated_at`. Raises ValueError for a field it must not
+        change (id, agent_id, created_at, status, updated_at, batch_id), KeyError for an
+        unknown id.
+        """
+        refused = sorted(_NOT_UPDATABLE & fields.keys())
+        if refused:
+            msg = f"update_calls cannot change {', '.join(refused)}"
+            raise ValueError(msg)
+        ids = list(dict.fromkeys(ids))
+        with self.lock:
+            self._require_known(ids)
+            moment = self._tick()
+            touched_batches = set()
+            for call_id in ids:
+                execution = self.executions[call_id]
+                # A copy per call, so no two calls (nor the caller) share one nested dict.
+                execution.update(copy.deepcopy(fields))
+                self._set_updated(execution, moment)
+                if execution.get("batch_id"):
+                    touched_batches.add(execution["batch_id"])
+            self._refresh_batch_counts(touched_batches)
+            return dict.fromkeys(ids, format_timestamp(moment))
+
+    def remove_calls(self, ids: Iterable[str]) -> None:
+        """Delete calls as if Bolna had: gone from listings, lookups, batches and pending calls.
+
+        Raises KeyError for an unknown id (nothing is removed then).
+        """
+        ids = list(dict.fromkeys(ids))
+        with self.lock:
+            self._require_known(ids)
+            touched_batches = set()
+            for call_id in ids:
+                execution = self.executions.pop(call_id)
+                if call_id in self._hidden:
+                    self._hidden.discard(call_id)
+                else:
+                    keys = self._index[execution["agent_id"]].keys
+                    del keys[bisect_left(keys, (execution["created_at"], call_id))]
+                self._pending.discard(call_id)
+                batch_id = execution.get("batch_id")
+                if batch_id:
+                    self._batch_members[batch_id].remove(call_id)
+                    touched_batches.add(batch_id)
+            self._refresh_batch_counts(touched_batches)
+
     def _tick(self) -> datetime:
-        """The time for a mutation: the clock, but never before `now` and always moving forward."""
+        """The time for a mutation: the server clock, never before `now`, always moving forward."""
         moment = max(
-            self.clock().astimezone(timezone.utc),
+            self.server_now(),
             self.now,
             self._last_tick + timedelta(microseconds=1),
         )
