@@ -25,6 +25,7 @@ from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
 
 from tap_bolna.fetch_plan import raise_if_cancelled
+from tap_bolna.progress import SyncStats
 
 if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator
@@ -139,15 +140,17 @@ class ServerClock:
 
     Window ends and bookmarks are on Bolna's timeline, where `created_at` is stamped: a
     machine whose clock runs ahead would otherwise bookmark moments Bolna has not reached.
-    `Date` has whole seconds and is written before the response travels, so each response
-    gives a lower bound of the offset; the largest seen is the best. Under a second the
-    difference is noise, and the local clock is used (as it is without a Date header): calls
-    created in that second are read again by the next sync (see `windows.resume_from`).
+    `Date` has whole seconds, so a response says Bolna is at most `Date + 1 s - arrival`
+    ahead; the smallest such bound is kept, so every call created before a sync starts is
+    inside its last window. A window end up to a second in Bolna's future loses nothing: a
+    call created in that second is newer than any call the sync saw, and the next sync
+    starts no later than that (`windows.resume_from`). Within a second the clocks agree, and
+    the local clock is used, as it is without a Date header.
     """
 
     def __init__(self) -> None:
         """No offset until a response has been seen."""
-        self._lower_bound: dt.timedelta | None = None
+        self._upper_bound: dt.timedelta | None = None
 
     def observe(self, response: requests.Response) -> None:
         """Learn from one response's Date header."""
@@ -160,15 +163,15 @@ class ServerClock:
             return
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.timezone.utc)
-        seen = when - dt.datetime.now(dt.timezone.utc)
-        if self._lower_bound is None or seen > self._lower_bound:
-            self._lower_bound = seen
+        bound = when + DATE_HEADER_RESOLUTION - dt.datetime.now(dt.timezone.utc)
+        if self._upper_bound is None or bound < self._upper_bound:
+            self._upper_bound = bound
 
     @property
     def offset(self) -> dt.timedelta:
         """How far Bolna's clock is ahead of this machine's (negative: behind)."""
-        bound = self._lower_bound
-        if bound is None or abs(bound) < DATE_HEADER_RESOLUTION:
+        bound = self._upper_bound
+        if bound is None or abs(bound) <= DATE_HEADER_RESOLUTION:
             return dt.timedelta(0)
         return bound
 
@@ -185,6 +188,8 @@ class BolnaStream(RESTStream):
     rate_limiter: RequestRateLimiter | None = None
     concurrency: AdaptiveConcurrency | None = None
     server_clock: ServerClock = ServerClock()
+    stats: SyncStats = SyncStats()
+    reports_sync_summary = False
 
     @property
     @override
@@ -252,10 +257,12 @@ class BolnaStream(RESTStream):
     @override
     def request_decorator(self, func: RequestFunc) -> RequestFunc:
         limiter, concurrency, clock = self.rate_limiter, self.concurrency, self.server_clock
+        stats = self.stats
 
         def guarded(*args: t.Any, **kwargs: t.Any) -> requests.Response:  # noqa: ANN401
             raise_if_cancelled()  # a closed fetch plan sends nothing more, retries included
             token = concurrency.acquire() if concurrency is not None else 0
+            stats.count_request()
             throttled, retry_after = False, None
             try:
                 if limiter is not None:
@@ -293,6 +300,13 @@ class BolnaStream(RESTStream):
         return t.cast("RequestFunc", decorate(func))
 
     @override
+    def log_sync_costs(self) -> None:
+        # The SDK calls this for every stream once all have synced: the place for the summary.
+        super().log_sync_costs()
+        if self.reports_sync_summary:
+            self.logger.info("%s", self.stats.summary())
+
+    @override
     def backoff_wait_generator(self) -> Generator[float, BaseException | None, None]:
         return retry_waits()
 
@@ -308,6 +322,7 @@ class BolnaStream(RESTStream):
     @override
     def backoff_handler(self, details: Details) -> None:
         # The SDK logs every retry at ERROR, with function and PreparedRequest reprs.
+        self.stats.count_retry()
         self.logger.warning("%s", retry_message(details, self.backoff_max_tries()))
 
     def get_json(self, path: str, params: dict[str, t.Any]) -> t.Any:  # noqa: ANN401

@@ -94,6 +94,7 @@ class _WindowState:
     needed_through: int = 1  # pages known to be needed in this read
     submitted_through: int = 0
     results: dict[tuple[int, int], Page | BaseException] = field(default_factory=dict)
+    sized: bool = False  # this read's first page has told how many pages it has
     cancelled: bool = False
 
 
@@ -269,6 +270,7 @@ class FetchPlan:
             state.read += 1
             state.needed_through = 1
             state.submitted_through = 0
+            state.sized = False
             self._pump()
 
     def finish(self, state: _WindowState) -> None:
@@ -323,16 +325,23 @@ class FetchPlan:
     # Scheduling, under the lock
 
     def _pump(self) -> None:
-        """Submit the earliest pages known to be needed, within the budget."""
-        for state in self._ahead:
+        """Submit the earliest pages known to be needed, within the budget.
+
+        Windows after the consumer's own leave it `workers` pages of room, so a dense window
+        whose first page came back last still gets every worker; and behind a window whose
+        size is not known yet, only first pages are fetched, to learn theirs.
+        """
+        sizes_known = True
+        for position, state in enumerate(self._ahead):
             if self._failed_at is not None and state.sequence >= self._failed_at:
                 return  # the consumer stops at the failed page: nothing after it is needed
-            while (
-                self._outstanding < self._budget and state.submitted_through < state.needed_through
-            ):
+            budget = self._budget if position == 0 else self._budget - len(self._workers)
+            wanted = state.needed_through if sizes_known else min(state.needed_through, 1)
+            while self._outstanding < budget and state.submitted_through < wanted:
                 self._submit(state)
             if self._outstanding >= self._budget:
                 return
+            sizes_known = sizes_known and state.sized
 
     def _submit(self, state: _WindowState) -> None:
         state.submitted_through += 1
@@ -388,5 +397,8 @@ class FetchPlan:
             state.needed_through = max(
                 state.needed_through, math.ceil(result.total / self.page_size)
             )
+            state.sized = True
+        elif not result.has_more:
+            state.sized = True  # no total: the last page of a has_more chain tells the size
         if result.has_more:
             state.needed_through = max(state.needed_through, page + 1)

@@ -15,6 +15,7 @@ from singer_sdk.helpers.conform import TypeConformanceLevel
 from tap_bolna import schemas
 from tap_bolna.client import BolnaAPIError, BolnaStream, response_json
 from tap_bolna.fetch_plan import CancelledFetchLogFilter, FetchPlan, Page, WindowJob, WindowRead
+from tap_bolna.progress import AgentProgress
 from tap_bolna.windows import (
     AgentBookmark,
     EmitFilter,
@@ -31,7 +32,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator
+    from collections.abc import Iterable, Iterator, Mapping
 
     import requests
     from singer_sdk.helpers.types import Context, Record
@@ -64,9 +65,10 @@ class AgentsStream(BolnaStream):
     def announce_to_children(self, agents: list[dict[str, t.Any]]) -> None:
         """Tell per-agent streams which agents come, in order, before their syncs start."""
         contexts = [self.get_child_context(agent, None) for agent in agents]
+        names = {agent["id"]: str(agent.get("agent_name") or "unnamed") for agent in agents}
         for child in self.child_streams:
             if isinstance(child, AgentScopedStream):
-                child.announce_agents(contexts)
+                child.announce_agents(contexts, names)
 
     def fetch_agent(self, agent_id: str) -> dict[str, t.Any]:
         """An agent the list does not show; a 404 names the configured id."""
@@ -82,14 +84,23 @@ class AgentsStream(BolnaStream):
     def get_child_context(self, record: Record, context: Context | None) -> Context:
         return {"agent_id": record["id"]}
 
+    @override
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        ingest = row.get("ingest_source_config")
+        if isinstance(ingest, dict):
+            # A credential for the agent's lead source: it has no place in a warehouse, and
+            # the SDK would warn on every sync that the schema lacks it.
+            ingest.pop("source_auth_token", None)
+        return row
+
 
 class AgentScopedStream(BolnaStream):
     """A stream read once per agent; `agent_id` is set on every record from the context."""
 
     parent_stream_type = AgentsStream
 
-    def announce_agents(self, contexts: list[Context]) -> None:
-        """The agents the parent is about to sync, in order (used for fetching ahead)."""
+    def announce_agents(self, contexts: list[Context], names: dict[str, str]) -> None:
+        """The agents the parent is about to sync, in order, and their names."""
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
@@ -185,6 +196,7 @@ class ExecutionsStream(AgentScopedStream):
         self._planning_ahead_stopped = False
         self._page_request: t.Callable[..., requests.Response] | None = None
         self._warned_fields: set[str] = set()
+        self._agent_names: dict[str, str] = {}
 
     @property
     def lookback(self) -> LookBack:
@@ -212,9 +224,10 @@ class ExecutionsStream(AgentScopedStream):
         return params
 
     @override
-    def announce_agents(self, contexts: list[Context]) -> None:
+    def announce_agents(self, contexts: list[Context], names: dict[str, str]) -> None:
         # A new sync of the parent starts: one "now", on Bolna's clock, for every agent.
         self._sync_time = self.server_clock.now()
+        self._agent_names = names
         self._agent_syncs.clear()
         self._planned_ahead.clear()
         self._planning_ahead_stopped = False
@@ -240,6 +253,10 @@ class ExecutionsStream(AgentScopedStream):
             lookback=self.lookback,
         )
         plan = self.fetch_plan_for(agent_id)
+        name = self._agent_names.get(agent_id)
+        progress = AgentProgress(
+            self.logger, f"{name} ({agent_id})" if name else agent_id, len(agent.windows)
+        )
         try:
             with self.get_http_request_counter() as request_counter:
                 request_counter.with_context(context)
@@ -247,10 +264,13 @@ class ExecutionsStream(AgentScopedStream):
                     read = next_window_of(plan, agent_id, window)
                     for record in read.records():
                         if emit.should_emit(record, window):
+                            progress.record_emitted()
                             yield record
+                        progress.heartbeat(window, read.pages)
                     request_counter.increment(read.pages)
                     emit.complete(window)
                     self.checkpoint(context, agent.bookmark)
+                    progress.window_done(window)
         except BaseException:
             self.close_plan()  # an error or a signal ends the sync: stop the workers
             raise
@@ -262,13 +282,15 @@ class ExecutionsStream(AgentScopedStream):
             # Remember that the agent had no calls, so the next sync starts from here.
             agent.bookmark.synced_through = agent.end
             self.checkpoint(context, agent.bookmark)
+        progress.agent_done(new=emit.new, changed=emit.changed, pending=len(agent.bookmark.pending))
+        self.stats.count_agent(progress.emitted)
 
     def agent_sync(self, context: Context) -> AgentSync:
         """Plan one agent's sync (once per run): its bookmark, where to start, its windows."""
         agent_id = context["agent_id"]
         if agent_id in self._agent_syncs:
             return self._agent_syncs[agent_id]
-        bookmark = AgentBookmark.from_state(self.get_context_state(context))
+        bookmark = AgentBookmark.from_state(self.stored_partition_state(context))
         now = self._sync_time
         end = min(self.configured_time("end_date") or now, now)
         start_date = first_created_at = self.configured_time("start_date")
@@ -290,6 +312,16 @@ class ExecutionsStream(AgentScopedStream):
         agent = AgentSync(context, bookmark, plan.windows, start_date, end, has_no_calls)
         self._agent_syncs[agent_id] = agent
         return agent
+
+    def stored_partition_state(self, context: Context) -> Mapping[str, t.Any]:
+        """The agent's partition as stored, without creating one as `get_context_state` does.
+
+        Agents are planned ahead of their sync: that must not change what STATE says.
+        """
+        for partition in self.stream_state.get("partitions") or ():
+            if partition.get("context") == context:
+                return t.cast("Mapping[str, t.Any]", partition)
+        return {}
 
     def fetch_plan_for(self, agent_id: str) -> FetchPlan:
         """The plan fetching every announced agent's windows in sync order (made once a sync).

@@ -31,6 +31,7 @@ from tap_bolna.client import (
     describe_failure,
 )
 from tap_bolna.limits import AdaptiveConcurrency, RequestRateLimiter
+from tap_bolna.progress import SyncStats
 from tap_bolna.windows import parse_timestamp
 
 if sys.version_info >= (3, 12):
@@ -302,12 +303,15 @@ class TapBolna(Tap):
         limiter = RequestRateLimiter(per_second) if per_second else None
         concurrency = AdaptiveConcurrency(self.config["max_workers"], logger=self.logger)
         clock = ServerClock()
+        stats = SyncStats()
         for stream in found:
             if not any(isinstance(f, ReportedFailureLogFilter) for f in stream.logger.filters):
                 stream.logger.addFilter(ReportedFailureLogFilter())
             stream.rate_limiter = limiter
             stream.concurrency = concurrency
             stream.server_clock = clock
+            stream.stats = stats
+        found[0].reports_sync_summary = True  # once, after every stream has synced
         return found
 
 

@@ -283,6 +283,9 @@ class EmitFilter:
         # Ids decided in the current window (with created_at), so a second arrival is ignored.
         self._decided: dict[str, dt.datetime] = {}
         self._window_newest: dt.datetime | None = None
+        # Emitted calls no earlier sync emitted, and calls emitted again because they changed.
+        self.new = 0
+        self.changed = 0
 
     def should_emit(self, record: Mapping[str, t.Any], window: Window) -> bool:
         """Whether to emit this record; remembers it for the next sync if it is in range."""
@@ -299,12 +302,14 @@ class EmitFilter:
         known = self.bookmark.pending.get(call_id) or self._recent.get(call_id)
         if known is not None:
             emit = _changed(known, status, updated_at)
+            self.changed += emit
         elif window.recheck or (self._lower_bound is not None and created < self._lower_bound):
             return False  # a call no earlier sync followed, outside what this one reads
         elif self._legacy_through is not None and created <= self._legacy_through:
             return False
         else:
             emit = True  # new, or listed after the sync that should have seen it
+            self.new += 1
         self._decided[call_id] = created
         self._remember(call_id, created, created_at, status, updated_at)
         return emit

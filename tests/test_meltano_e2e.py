@@ -352,6 +352,28 @@ def test_run_then_upsert_new_and_completed_calls(pipeline: Pipeline) -> None:
     assert_exactly_one_row_per_call(pipeline)
 
 
+def test_calls_listed_late_reach_postgres_once_each(pipeline: Pipeline) -> None:
+    """Calls Bolna lists only after a run, created before it, land with the next run."""
+    world = pipeline.world
+    before_the_run = world.server_now() - dt.timedelta(minutes=40)
+    late = world.add_calls(6, created_at=before_the_run, hidden=True)
+
+    pipeline.run("run", "tap-bolna", "target-postgres")
+    loaded = {call_id for call_id, _status in pipeline.execution_rows()}
+    assert not loaded & set(late)
+    assert loaded == set(world.executions) - set(late)
+
+    world.reveal()
+    pipeline.run("run", "tap-bolna", "target-postgres")
+    assert set(late) <= set(assert_exactly_one_row_per_call(pipeline))
+    partition_keys = {
+        key
+        for partition in pipeline.state()["singer_state"]["bookmarks"]["executions"]["partitions"]
+        for key in partition
+    }
+    assert {"newest_created_at", "recent_calls", "pending_calls"} <= partition_keys
+
+
 def test_stream_selection(pipeline: Pipeline) -> None:
     """The default selection leaves out execution_logs; `meltano select --exclude` drops more."""
     meltano_yml = pipeline.project / "meltano.yml"
