@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pendulum
 
-from tap_bolna.schemas import PENDING_EXECUTION_STATUSES
+from tap_bolna.statuses import PENDING_EXECUTION_STATUSES
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
