@@ -118,7 +118,10 @@ class RecentCall(t.TypedDict):
 
 @dataclass(frozen=True)
 class LookBack:
-    """How far an incremental sync reads again behind its bookmark."""
+    """How far an incremental sync reads again behind its bookmark.
+
+    Its defaults are the tap's setting defaults (`lookback_minutes`, `pending_lookback_days`).
+    """
 
     # Calls listed (or finished) up to this late are still emitted by the next sync.
     minutes: int = 60
