@@ -415,8 +415,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UnusableInputError as exc:
         print(f"tap-bolna-state: {exc}", file=sys.stderr)  # noqa: T201
         return EXIT_NOT_A_STATE
-    # `{}` (never synced), or no agent has finished a window yet.
-    never_synced = "No agent has been synced yet: the state holds no executions bookmarks."
+    # `{}` (never synced, or a state id Meltano does not know), or no window finished yet.
+    never_synced = (
+        "No agent has been synced yet: the state holds no executions bookmarks "
+        "(`meltano state get` prints {} for a state id it does not know, too)."
+    )
     if args.json:
         output = json.dumps([row.as_json(assumptions.now) for row in rows], indent=2)
         if not rows:
