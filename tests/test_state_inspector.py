@@ -384,3 +384,12 @@ def test_the_inspector_starts_without_the_sdk() -> None:
 def test_how_long_ago(seconds: int, said: str) -> None:
     now = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
     assert inspector.describe_age(now - dt.timedelta(seconds=seconds), now) == said
+
+
+def test_the_readme_shows_every_json_field(synced: SyncedAccount) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("### 4. See how far each sync got") : readme.index("### 5.")]
+
+    assert "meltano state get dev:tap-bolna-to-target-postgres | uv run tap-bolna-state" in section
+    for field in rows_of(synced)[0]:
+        assert f'"{field}": ' in section, field
