@@ -22,27 +22,11 @@ from __future__ import annotations
 
 from singer_sdk import typing as th
 
-# Statuses a call can still leave (later syncs must look at it again) and final ones.
-PENDING_EXECUTION_STATUSES = (
-    "scheduled",
-    "queued",
-    "rescheduled",
-    "initiated",
-    "ringing",
-    "in-progress",
+from tap_bolna.statuses import (
+    EXECUTION_STATUSES,
+    FINAL_EXECUTION_STATUSES,
+    PENDING_EXECUTION_STATUSES,
 )
-FINAL_EXECUTION_STATUSES = (
-    "completed",
-    "call-disconnected",
-    "busy",
-    "no-answer",
-    "failed",
-    "canceled",
-    "balance-low",
-    "stopped",
-    "error",
-)
-EXECUTION_STATUSES = PENDING_EXECUTION_STATUSES + FINAL_EXECUTION_STATUSES
 
 
 def _one_of(*values: str) -> str:

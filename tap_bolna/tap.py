@@ -32,7 +32,7 @@ from tap_bolna.client import (
 )
 from tap_bolna.limits import AdaptiveConcurrency, RequestRateLimiter
 from tap_bolna.progress import SyncStats
-from tap_bolna.windows import parse_timestamp
+from tap_bolna.windows import LookBack, parse_timestamp
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -119,7 +119,7 @@ class TapBolna(Tap):
         th.Property(
             "pending_lookback_days",
             th.IntegerType(minimum=1),
-            default=14,
+            default=LookBack.pending_days,
             description=(
                 "How long a call seen in a pending status (scheduled, queued, ringing, …) is "
                 "re-checked by later syncs until it reaches a final status."
@@ -128,7 +128,7 @@ class TapBolna(Tap):
         th.Property(
             "lookback_minutes",
             th.IntegerType(minimum=0, maximum=MAX_LOOKBACK_MINUTES),
-            default=60,
+            default=LookBack.minutes,
             description=(
                 "Every incremental sync reads at least this many minutes before each agent's "
                 "bookmark again, so calls Bolna lists late, and data filled in after a call "

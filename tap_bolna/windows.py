@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pendulum
 
-from tap_bolna.schemas import PENDING_EXECUTION_STATUSES
+from tap_bolna.statuses import PENDING_EXECUTION_STATUSES
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator, Mapping
@@ -118,7 +118,10 @@ class RecentCall(t.TypedDict):
 
 @dataclass(frozen=True)
 class LookBack:
-    """How far an incremental sync reads again behind its bookmark."""
+    """How far an incremental sync reads again behind its bookmark.
+
+    Its defaults are the tap's setting defaults (`lookback_minutes`, `pending_lookback_days`).
+    """
 
     # Calls listed (or finished) up to this late are still emitted by the next sync.
     minutes: int = 60
