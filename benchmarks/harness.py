@@ -55,8 +55,13 @@ class WorldSize:
 
 
 @contextlib.contextmanager
-def fake_api(size: WorldSize, *, latency: float = 0.0) -> Iterator[FakeBolnaServer]:
-    """Generate a world of `size` and serve it on 127.0.0.1 until the block ends."""
+def fake_api(
+    size: WorldSize, *, latency: float = 0.0, max_in_flight: int | None = None
+) -> Iterator[FakeBolnaServer]:
+    """Generate a world of `size` and serve it on 127.0.0.1 until the block ends.
+
+    With `max_in_flight`, requests beyond that many at once get 429 with `Retry-After: 1`.
+    """
     started = time.perf_counter()
     world = World.generate(
         seed=1,
@@ -71,6 +76,8 @@ def fake_api(size: WorldSize, *, latency: float = 0.0) -> Iterator[FakeBolnaServ
     try:
         with FakeBolnaServer(world, api_key=API_KEY) as api:
             api.latency = latency
+            api.max_in_flight = max_in_flight
+            api.in_flight_retry_after = "1"
             yield api
     finally:
         del world
@@ -154,13 +161,22 @@ class Measurement:
     run: ChildRun
     requests: int
     records: int
+    throttled: int = 0  # requests answered 429
+    peak_in_flight: int = 0
 
 
-def measure(api: FakeBolnaServer, argv: list[str], *, stream: str | None = None) -> Measurement:
+def measure(
+    api: FakeBolnaServer,
+    argv: list[str],
+    *,
+    stream: str | None = None,
+    allow_throttled: bool = False,
+) -> Measurement:
     """Run one child against `api`; count the requests it sent and the records it emitted.
 
     With `stream`, records come from the tap's `record_count` metrics for that stream;
-    without, from the `records=N` line the bare loop prints.
+    without, from the `records=N` line the bare loop prints. Any answer but 200 (or 429,
+    with `allow_throttled`) fails the measurement.
     """
     api.clear_requests()
     run = run_child(argv)
@@ -168,12 +184,13 @@ def measure(api: FakeBolnaServer, argv: list[str], *, stream: str | None = None)
     if run.exit_code != 0:
         msg = f"{Path(argv[0]).name} exited with {run.exit_code}:\n{run.tail()}"
         raise BenchmarkError(msg)
-    failed = [request for request in answered if request.status != 200]
+    throttled = sum(request.status == 429 for request in answered) if allow_throttled else 0
+    failed = [r for r in answered if r.status != 200 and not (allow_throttled and r.status == 429)]
     if failed:
         msg = f"{len(failed)} request(s) failed, first: {failed[0]}"
         raise BenchmarkError(msg)
     records = emitted_records(run.stderr, stream) if stream else bare_loop_records(run.stderr)
-    return Measurement(run, len(answered), records)
+    return Measurement(run, len(answered), records, throttled, api.peak_in_flight)
 
 
 def emitted_records(stderr: str, stream: str) -> int:

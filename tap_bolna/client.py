@@ -263,21 +263,18 @@ class BolnaStream(RESTStream):
             raise_if_cancelled()  # a closed fetch plan sends nothing more, retries included
             token = concurrency.acquire() if concurrency is not None else 0
             stats.count_request()
-            throttled, retry_after = False, None
+            throttled = False
             try:
                 if limiter is not None:
                     limiter.wait()  # every attempt, retries included, takes a turn
                 response = func(*args, **kwargs)
             except RetriableAPIError as exc:
-                if (
-                    exc.response is not None
-                    and exc.response.status_code == HTTPStatus.TOO_MANY_REQUESTS
-                ):
-                    throttled, retry_after = True, retry_after_seconds(exc.response)
+                refused = exc.response
+                throttled = refused is not None and refused.status_code == 429  # noqa: PLR2004
                 raise
             finally:
                 if concurrency is not None:
-                    concurrency.release(token, throttled=throttled, retry_after=retry_after)
+                    concurrency.release(token, throttled=throttled)
             clock.observe(response)
             return response
 

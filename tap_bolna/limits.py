@@ -17,6 +17,8 @@ if t.TYPE_CHECKING:
 # Successful requests per allowed request in flight before one more is allowed again:
 # slow enough that a server which keeps refusing the extra request sees few 429s.
 SUCCESSES_PER_RAISE = 16
+# Requests in flight before any success: a server that allows fewer refuses only a few.
+STARTING_LIMIT = 2
 
 
 class RequestRateLimiter:
@@ -52,63 +54,58 @@ class RequestRateLimiter:
 class AdaptiveConcurrency:
     """Requests in flight: halved when Bolna answers 429, raised again slowly after successes.
 
-    Never above `maximum` (`max_workers`). After a 429 with `Retry-After`, no new request
-    starts before that time, on any worker. A 429 lowers the limit once per limit: requests
-    already in flight when it was lowered do not lower it again.
+    Never above `maximum` (`max_workers`). It starts low and doubles after each run of
+    successes (as TCP's slow start does), so a server with a lower limit refuses a few
+    requests, not a burst of `maximum`; after the first 429 it only adds one at a time.
+    A 429 lowers the limit once: requests already in flight when it was lowered do not lower
+    it again. The refused request itself waits as long as `Retry-After` says (the retry loop
+    does that); the other workers go on at the lower limit.
     """
 
-    def __init__(
-        self,
-        maximum: int,
-        *,
-        logger: logging.Logger | None = None,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        """Start at `maximum` requests in flight."""
+    def __init__(self, maximum: int, *, logger: logging.Logger | None = None) -> None:
+        """Start at `min(maximum, STARTING_LIMIT)` requests in flight."""
         self.maximum = maximum
-        self.limit = maximum
+        self.limit = min(maximum, STARTING_LIMIT)
         self._logger = logger or logging.getLogger(__name__)
-        self._clock = clock
         self._condition = threading.Condition()
         self._in_flight = 0
         self._generation = 0  # bumped whenever the limit is lowered
         self._successes = 0
-        self._resume_at = 0.0
-        self.throttled = 0  # how many times the limit was lowered (for the sync summary)
+        self._slow_start = True  # doubling until the first 429
+        self.throttled = 0  # how many times the limit was lowered
 
     def acquire(self) -> int:
-        """Wait for a free slot (and for any Retry-After); returns a token for `release`."""
+        """Wait for a free slot; returns a token for `release`."""
         with self._condition:
-            while True:
-                pause = self._resume_at - self._clock()
-                if pause > 0:
-                    self._condition.wait(pause)
-                elif self._in_flight >= self.limit:
-                    self._condition.wait()
-                else:
-                    self._in_flight += 1
-                    return self._generation
+            while self._in_flight >= self.limit:
+                self._condition.wait()
+            self._in_flight += 1
+            return self._generation
 
-    def release(self, token: int, *, throttled: bool, retry_after: float | None = None) -> None:
-        """Give the slot back, saying whether Bolna answered 429 (and its Retry-After)."""
+    def release(self, token: int, *, throttled: bool) -> None:
+        """Give the slot back, saying whether Bolna answered 429."""
         with self._condition:
             self._in_flight -= 1
             if throttled:
-                if retry_after:
-                    self._resume_at = max(self._resume_at, self._clock() + retry_after)
+                self._slow_start = False
                 if token == self._generation:
-                    self._lower(retry_after)
+                    self._lower()
             else:
                 self._successes += 1
-                if (
-                    self.limit < self.maximum
-                    and self._successes >= SUCCESSES_PER_RAISE * self.limit
-                ):
-                    self.limit += 1
-                    self._successes = 0
+                self._raise_after_successes()
             self._condition.notify_all()
 
-    def _lower(self, retry_after: float | None) -> None:
+    def _raise_after_successes(self) -> None:
+        if self.limit >= self.maximum:
+            return
+        if self._slow_start and self._successes >= self.limit:
+            self.limit = min(self.maximum, 2 * self.limit)
+            self._successes = 0
+        elif self._successes >= SUCCESSES_PER_RAISE * self.limit:
+            self.limit += 1
+            self._successes = 0
+
+    def _lower(self) -> None:
         before = self.limit
         self.limit = max(1, (before + 1) // 2)
         self._generation += 1
@@ -116,12 +113,10 @@ class AdaptiveConcurrency:
         if self.limit == before:
             return
         self.throttled += 1
-        wait = f", pausing {retry_after:g} s as Retry-After asks" if retry_after else ""
         self._logger.warning(
-            "Bolna answered HTTP 429: lowering requests in flight from %d to %d%s "
+            "Bolna answered HTTP 429: lowering requests in flight from %d to %d "
             "(raised again by one after %d successful requests).",
             before,
             self.limit,
-            wait,
             SUCCESSES_PER_RAISE * self.limit,
         )

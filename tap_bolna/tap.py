@@ -32,6 +32,7 @@ from tap_bolna.client import (
 )
 from tap_bolna.limits import AdaptiveConcurrency, RequestRateLimiter
 from tap_bolna.progress import SyncStats
+from tap_bolna.statuses import EXECUTION_STATUSES
 from tap_bolna.windows import LookBack, parse_timestamp
 
 if sys.version_info >= (3, 12):
@@ -44,11 +45,6 @@ if t.TYPE_CHECKING:
 
     import click
 
-CALL_STATUSES = [
-    "scheduled", "queued", "rescheduled", "initiated", "ringing", "in-progress",
-    "call-disconnected", "completed", "balance-low", "busy", "no-answer", "canceled",
-    "failed", "stopped", "error",
-]  # fmt: skip
 MAX_PAGE_SIZE = 50  # the API's own limit
 MAX_WINDOW_DAYS = 7  # wider from/to ranges get HTTP 400
 MAX_WORKERS = 8  # within the HTTP connection pool's default size of 10
@@ -122,7 +118,8 @@ class TapBolna(Tap):
             default=LookBack.pending_days,
             description=(
                 "How long a call seen in a pending status (scheduled, queued, ringing, …) is "
-                "re-checked by later syncs until it reaches a final status."
+                "re-checked by later syncs until it reaches a final status; also the furthest "
+                "back an idle agent is read again for calls listed late."
             ),
         ),
         th.Property(
@@ -140,7 +137,7 @@ class TapBolna(Tap):
         ),
         th.Property(
             "status",
-            th.StringType(allowed_values=CALL_STATUSES),
+            th.StringType(allowed_values=list(EXECUTION_STATUSES)),
             description="Only calls with this status (passed to the API as a filter).",
         ),
         th.Property(
@@ -166,11 +163,12 @@ class TapBolna(Tap):
         th.Property(
             "max_workers",
             th.IntegerType(minimum=1, maximum=MAX_WORKERS),
-            default=1,
+            default=MAX_WORKERS,
             description=(
-                "Windows fetched in parallel, across agents (1 = one request at a time). "
-                "4 is a good value for accounts with several agents; records and state are "
-                "emitted in the same order either way."
+                "Most requests in flight: the pages of a window, and the first pages of the "
+                "next windows and agents, are fetched in parallel (1 = one request at a time). "
+                "Records and state come out in the same order either way. Requests in flight "
+                "start at 2, double while Bolna keeps up, and halve when it answers 429."
             ),
         ),
         th.Property(

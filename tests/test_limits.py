@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 
 import pytest
 
-from tap_bolna.limits import SUCCESSES_PER_RAISE, AdaptiveConcurrency, RequestRateLimiter
+from tap_bolna.limits import (
+    STARTING_LIMIT,
+    SUCCESSES_PER_RAISE,
+    AdaptiveConcurrency,
+    RequestRateLimiter,
+)
 
 
 def test_rate_limiter_spaces_requests() -> None:
@@ -27,10 +31,28 @@ def test_rate_limiter_spaces_requests() -> None:
     assert now[0] == pytest.approx(1.0)
 
 
+def full_speed(pool: AdaptiveConcurrency) -> None:
+    """Successes until the slow start has reached the maximum."""
+    while pool.limit < pool.maximum:
+        pool.release(pool.acquire(), throttled=False)
+
+
+def test_the_pool_starts_low_and_doubles_until_the_first_429() -> None:
+    pool = AdaptiveConcurrency(8)
+    assert pool.limit == STARTING_LIMIT == 2
+    limits = []
+    while pool.limit < 8:
+        pool.release(pool.acquire(), throttled=False)
+        limits.append(pool.limit)
+    assert sorted(set(limits)) == [2, 4, 8]
+    assert len(limits) == 2 + 4, "doubled after as many successes as the limit"
+
+
 def test_a_429_halves_the_requests_in_flight_once_per_limit(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     pool = AdaptiveConcurrency(8, logger=logging.getLogger("limits-test"))
+    full_speed(pool)
     tokens = [pool.acquire() for _ in range(8)]
     with caplog.at_level(logging.WARNING, logger="limits-test"):
         for token in tokens[:6]:  # six requests sent at 8 in flight are all refused
@@ -47,13 +69,14 @@ def test_a_429_halves_the_requests_in_flight_once_per_limit(
         pool.release(token, throttled=False)
 
 
-def test_the_limit_rises_slowly_after_successes_and_never_above_the_maximum() -> None:
+def test_after_a_429_the_limit_rises_slowly_and_never_above_the_maximum() -> None:
     pool = AdaptiveConcurrency(3)
+    full_speed(pool)
     pool.release(pool.acquire(), throttled=True)
     assert pool.limit == 2
     for _ in range(SUCCESSES_PER_RAISE * 2 - 1):
         pool.release(pool.acquire(), throttled=False)
-    assert pool.limit == 2
+    assert pool.limit == 2, "no more doubling once Bolna has refused"
     pool.release(pool.acquire(), throttled=False)
     assert pool.limit == 3
     for _ in range(SUCCESSES_PER_RAISE * 10):
@@ -78,11 +101,3 @@ def test_no_more_requests_than_the_limit_are_in_flight() -> None:
     assert third_started.wait(1)
     waiter.join()
     pool.release(second, throttled=False)
-
-
-def test_retry_after_pauses_every_new_request() -> None:
-    pool = AdaptiveConcurrency(4)
-    pool.release(pool.acquire(), throttled=True, retry_after=0.3)
-    started = time.monotonic()
-    pool.release(pool.acquire(), throttled=False)
-    assert time.monotonic() - started >= 0.25

@@ -243,3 +243,23 @@ def test_a_sync_with_nothing_new_costs_at_most_two_requests_per_agent(max_worker
     by_agent = Counter(r.path.split("/")[3] for r in requests)
     assert by_agent[world.agent_ids[0]] == 1
     assert by_agent[idle] == 2, "an idle agent is read again back to the pending horizon"
+
+
+def test_state_from_before_the_lookback_emits_no_copies_and_gains_the_new_fields(
+    edge: Edge,
+) -> None:
+    first = edge.sync(start_date=start_date(edge))
+    old = first.final_state
+    for partition in old["bookmarks"]["executions"]["partitions"]:
+        partition.pop("newest_created_at")
+        partition.pop("recent_calls")
+        for call in partition["pending_calls"].values():
+            call.pop("updated_at")
+    edge.state = old
+    new = edge.world.add_calls(2)
+
+    second = edge.sync()
+    assert sorted(second.ids()) == sorted(new)
+    (partition,) = partitions(second.final_state).values()
+    assert {"newest_created_at", "recent_calls"} <= set(partition)
+    assert edge.sync().ids() == []

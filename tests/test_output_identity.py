@@ -52,3 +52,20 @@ def test_records_are_identical_with_and_without_the_speed_levers(
     assert len(fast_records["executions"]) == 600
     assert fast_records == reference_records
     assert all("field_bolna_added_later" not in r for r in fast_records["executions"])
+
+
+def test_a_deselected_property_is_still_left_out() -> None:
+    """The fast path is only for catalogs that select every property."""
+    world = World.generate(seed=18, agents=1, calls=60, days=5)
+    with FakeBolnaServer(world, api_key=API_KEY) as api:
+        config = {"api_key": API_KEY, "api_url": api.url, "start_date": days_ago(6)}
+        catalog = TapBolna(config=config).catalog_dict
+        (executions,) = [s for s in catalog["streams"] if s["tap_stream_id"] == "executions"]
+        for entry in executions["metadata"]:
+            if entry["breadcrumb"] == ["properties", "transcript"]:
+                entry["metadata"]["selected"] = False
+        result = run_tap(config, catalog=catalog)
+    records = result.records()
+    assert len(records) == 60
+    assert all("transcript" not in record for record in records)
+    assert all("telephony_data" in record for record in records)
