@@ -133,10 +133,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             "overhead": lambda: overhead_section(plan.overhead, runs, files),
             "memory": lambda: memory_section(plan, runs, files, settings),
             "dense": lambda: speedup_section(
-                "dense", plan.dense, plan, runs, files, DENSE_SPEEDUP_GOAL
+                "dense", plan.dense, plan, runs, files, goal=DENSE_SPEEDUP_GOAL
             ),
             "agents": lambda: speedup_section(
-                "agents", plan.agents, plan, runs, files, AGENTS_SPEEDUP_GOAL
+                "agents", plan.agents, plan, runs, files, goal=AGENTS_SPEEDUP_GOAL
             ),
             "throttle": lambda: throttle_section(plan, runs, files),
             "profile": lambda: profile_section(plan.overhead, files),
@@ -350,7 +350,7 @@ def memory_section(plan: Plan, runs: int, files: TapFiles, settings: set[str]) -
 
 
 def speedup_section(  # noqa: PLR0913
-    name: str, size: WorldSize, plan: Plan, runs: int, files: TapFiles, goal: float
+    name: str, size: WorldSize, plan: Plan, runs: int, files: TapFiles, *, goal: float
 ) -> list[Row]:
     """Wall time with max_workers 1, 4 and 8 when every response takes `latency_seconds`."""
     counts = (1, plan.parallel_workers, plan.most_workers)
