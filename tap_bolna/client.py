@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import email.utils
+import functools
 import http.client
 import math
 import random
@@ -21,8 +22,10 @@ import backoff
 import msgspec
 import requests
 from singer_sdk import RESTStream
+from singer_sdk import singerlib as singer
 from singer_sdk.authenticators import BearerTokenAuthenticator
 from singer_sdk.exceptions import FatalAPIError, RetriableAPIError
+from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_bolna.fetch_plan import raise_if_cancelled
 from tap_bolna.progress import SyncStats
@@ -31,6 +34,7 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator
 
     from backoff.types import Details
+    from singer_sdk.helpers.types import Record
     from singer_sdk.streams.rest import RequestFunc
 
     from tap_bolna.limits import AdaptiveConcurrency, RequestRateLimiter
@@ -295,6 +299,53 @@ class BolnaStream(RESTStream):
             logger=None,
         )
         return t.cast("RequestFunc", decorate(func))
+
+    @override
+    def _generate_record_messages(
+        self, record: Record
+    ) -> Generator[singer.RecordMessage, None, None]:
+        # The SDK walks every record against the selection mask, recursively: the largest
+        # share of its per-record CPU. With every property selected the walk removes nothing,
+        # and with conformance NONE that step is a no-op too, so these are the SDK's own
+        # messages without the two steps (tests/test_output_identity.py compares them).
+        # No public hook skips the walk.
+        if not self.emits_records_unchanged:
+            yield from super()._generate_record_messages(record)
+            return
+        for stream_map in self.stream_maps:
+            mapped = stream_map.transform(record)
+            if mapped is not None:
+                yield singer.RecordMessage(
+                    stream=stream_map.stream_alias,
+                    record=mapped,
+                    version=self._stream_version,
+                    time_extracted=dt.datetime.now(dt.timezone.utc),
+                )
+
+    @functools.cached_property
+    def emits_records_unchanged(self) -> bool:
+        """Every property selected and no type conformance: records go out as they are."""
+        return self.TYPE_CONFORMANCE_LEVEL == TypeConformanceLevel.NONE and all(self.mask.values())
+
+    def drop_unknown_fields(self, row: Record) -> Record:
+        """What the SDK's conformance does, for streams without it: drop undeclared fields.
+
+        Said once per field and stream, so a field Bolna adds shows up in the log.
+        """
+        unknown = row.keys() - self.schema["properties"].keys()
+        if not unknown:
+            return row
+        new = unknown - self._warned_fields
+        if new:
+            self._warned_fields |= new
+            self.logger.warning(
+                "Fields %s are not in the %s schema; dropped.", sorted(new), self.name
+            )
+        return {key: value for key, value in row.items() if key not in unknown}
+
+    @functools.cached_property
+    def _warned_fields(self) -> set[str]:
+        return set()
 
     @override
     def log_sync_costs(self) -> None:

@@ -29,7 +29,7 @@ if t.TYPE_CHECKING:
 
     from singer_sdk.helpers.types import Context
 
-    from tap_bolna.windows import Window
+    from tap_bolna.windows import AgentSync, Window
 
 # Pages each worker may have fetched (or be fetching) ahead of the consumer.
 PAGES_AHEAD_PER_WORKER = 4
@@ -402,3 +402,89 @@ class FetchPlan:
             state.sized = True  # no total: the last page of a has_more chain tells the size
         if result.has_more:
             state.needed_through = max(state.needed_through, page + 1)
+
+
+class AgentFetches:
+    """The windows of every announced agent, planned lazily in sync order, read in order.
+
+    The SDK syncs agents one after another; one shared `FetchPlan` plans the next agents'
+    windows while the current agent's are still being read, so the pool always has work.
+    Agents are planned once each (`plan_agent` reads state and may send requests: always
+    in the consumer's thread). An agent the shared plan cannot serve (planning ahead failed
+    before it, or it was never announced) gets a plan of its own.
+    """
+
+    def __init__(
+        self,
+        plan_agent: Callable[[Context], AgentSync],
+        new_plan: Callable[[Iterator[WindowJob]], FetchPlan],
+    ) -> None:
+        """`plan_agent` plans one agent; `new_plan` makes a fetch plan over windows."""
+        self._plan_agent = plan_agent
+        self._new_plan = new_plan
+        self._announced: list[Context] = []
+        self._agents: dict[str, AgentSync] = {}
+        self._planned_ahead: set[str] = set()
+        self._planning_ahead_stopped = False
+        self._shared: FetchPlan | None = None
+
+    def announce(self, contexts: list[Context]) -> None:
+        """A new sync starts: these agents come, in this order."""
+        self.close()
+        self._announced = list(contexts)
+        self._agents.clear()
+        self._planned_ahead.clear()
+        self._planning_ahead_stopped = False
+
+    def agent(self, context: Context) -> AgentSync:
+        """The agent's plan, made once a sync."""
+        agent_id = context["agent_id"]
+        if agent_id not in self._agents:
+            self._agents[agent_id] = self._plan_agent(context)
+        return self._agents[agent_id]
+
+    def reads(self, agent: AgentSync) -> Iterator[tuple[Window, WindowRead]]:
+        """Each of the agent's windows with the read of its records, in order."""
+        plan = self._plan_for(agent)
+        try:
+            for window in agent.windows:
+                read = plan.next_window(lambda job: job.agent_id == agent.agent_id)
+                if read.job.window != window:  # pragma: no cover - a bug, not the API
+                    msg = f"planned {read.job.window} for {agent.agent_id}, expected {window}"
+                    raise RuntimeError(msg)
+                yield window, read
+        finally:
+            if plan is not self._shared:
+                plan.close()
+            self._agents.pop(agent.agent_id, None)
+
+    def close(self) -> None:
+        """Stop the shared plan's workers (an error, a signal, or the sync's end)."""
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
+
+    def _plan_for(self, agent: AgentSync) -> FetchPlan:
+        announced = any(c["agent_id"] == agent.agent_id for c in self._announced)
+        if agent.agent_id not in self._planned_ahead and (
+            self._planning_ahead_stopped or not announced
+        ):
+            return self._new_plan(
+                iter([WindowJob(agent.agent_id, agent.context, w) for w in agent.windows])
+            )
+        if self._shared is None:
+            self._shared = self._new_plan(self._window_jobs())
+        return self._shared
+
+    def _window_jobs(self) -> Iterator[WindowJob]:
+        for context in self._announced:
+            try:
+                agent = self.agent(context)
+            except Exception:  # noqa: BLE001
+                # Planning ahead must not fail the agent being synced now: stop planning
+                # ahead; the SDK reaches this agent later and the error surfaces there.
+                self._planning_ahead_stopped = True
+                return
+            self._planned_ahead.add(agent.agent_id)
+            for window in agent.windows:
+                yield WindowJob(agent.agent_id, agent.context, window)

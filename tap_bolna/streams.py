@@ -7,25 +7,28 @@ import decimal
 import functools
 import sys
 import typing as t
-from dataclasses import dataclass
 from http import HTTPStatus
 from urllib.parse import urlparse
 
-from singer_sdk import singerlib as singer
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_bolna import schemas
 from tap_bolna.client import BolnaAPIError, BolnaStream, response_json
-from tap_bolna.fetch_plan import CancelledFetchLogFilter, FetchPlan, Page, WindowJob, WindowRead
+from tap_bolna.fetch_plan import (
+    AgentFetches,
+    CancelledFetchLogFilter,
+    FetchPlan,
+    Page,
+    WindowJob,
+)
 from tap_bolna.progress import AgentProgress
 from tap_bolna.windows import (
     AgentBookmark,
+    AgentSync,
     EmitFilter,
     LookBack,
-    PendingCall,
-    Window,
     parse_timestamp,
-    plan_sync,
+    plan_agent,
 )
 
 if sys.version_info >= (3, 12):
@@ -34,7 +37,7 @@ else:
     from typing_extensions import override
 
 if t.TYPE_CHECKING:
-    from collections.abc import Generator, Iterable, Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping
 
     import requests
     from singer_sdk.helpers.types import Context, Record
@@ -184,20 +187,16 @@ class ExecutionsStream(AgentScopedStream):
     schema = schemas.EXECUTION_SCHEMA.to_dict()
     # The SDK's recursive conformance was the tap's largest CPU cost. Records are decoded
     # JSON (no datetimes, bytes or NaN to convert) and post_process already fixes the one
-    # mixed type (durations) and drops unknown top-level fields, so the output is the same.
+    # mixed type (durations) and drops unknown top-level fields, so the output is the same
+    # (tests/test_output_identity.py); see BolnaStream for what else that allows.
     TYPE_CONFORMANCE_LEVEL = TypeConformanceLevel.NONE
 
     def __init__(self, *args: t.Any, **kwargs: t.Any) -> None:  # noqa: ANN401
         """Per-run plans, and the agents the parent announced for fetching ahead."""
         super().__init__(*args, **kwargs)
         self._sync_time = dt.datetime.now(dt.timezone.utc)
-        self._agent_syncs: dict[str, AgentSync] = {}
-        self._announced: list[Context] = []
-        self._plan: FetchPlan | None = None
-        self._planned_ahead: set[str] = set()
-        self._planning_ahead_stopped = False
+        self.fetches = AgentFetches(self.plan_agent, self.new_fetch_plan)
         self._page_request: t.Callable[..., requests.Response] | None = None
-        self._warned_fields: set[str] = set()
         self._agent_names: dict[str, str] = {}
 
     @property
@@ -230,10 +229,7 @@ class ExecutionsStream(AgentScopedStream):
         # A new sync of the parent starts: one "now", on Bolna's clock, for every agent.
         self._sync_time = self.server_clock.now()
         self._agent_names = names
-        self._agent_syncs.clear()
-        self._planned_ahead.clear()
-        self._planning_ahead_stopped = False
-        self._announced = list(contexts) if self.selected else []
+        self.fetches.announce(contexts if self.selected else [])
         offset = self.server_clock.offset.total_seconds()
         if abs(offset) >= CLOCK_OFFSET_WORTH_SAYING_SECONDS:
             self.logger.info(
@@ -246,24 +242,20 @@ class ExecutionsStream(AgentScopedStream):
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
         if context is None:  # pragma: no cover - always called per agent by the parent
             return
-        agent_id = context["agent_id"]
-        agent = self.agent_sync(context)
+        agent = self.fetches.agent(context)
         emit = EmitFilter(
             agent.bookmark,
             lower_bound=agent.lower_bound,
             now=self._sync_time,
             lookback=self.lookback,
         )
-        plan = self.fetch_plan_for(agent_id)
-        name = self._agent_names.get(agent_id)
-        progress = AgentProgress(
-            self.logger, f"{name} ({agent_id})" if name else agent_id, len(agent.windows)
-        )
+        name = self._agent_names.get(agent.agent_id)
+        label = f"{name} ({agent.agent_id})" if name else agent.agent_id
+        progress = AgentProgress(self.logger, label, len(agent.windows))
         try:
             with self.get_http_request_counter() as request_counter:
                 request_counter.with_context(context)
-                for window in agent.windows:
-                    read = next_window_of(plan, agent_id, window)
+                for window, read in self.fetches.reads(agent):
                     for record in read.records():
                         if emit.should_emit(record, window):
                             progress.record_emitted()
@@ -274,12 +266,8 @@ class ExecutionsStream(AgentScopedStream):
                     self.checkpoint(context, agent.bookmark)
                     progress.window_done(window)
         except BaseException:
-            self.close_plan()  # an error or a signal ends the sync: stop the workers
+            self.fetches.close()  # an error or a signal ends the sync: stop the workers
             raise
-        finally:
-            if plan is not self._plan:
-                plan.close()
-            self._agent_syncs.pop(agent_id, None)
         if agent.has_no_calls:
             # Remember that the agent had no calls, so the next sync starts from here.
             agent.bookmark.synced_through = agent.end
@@ -287,32 +275,20 @@ class ExecutionsStream(AgentScopedStream):
         progress.agent_done(new=emit.new, changed=emit.changed, pending=len(agent.bookmark.pending))
         self.stats.count_agent(progress.emitted)
 
-    def agent_sync(self, context: Context) -> AgentSync:
-        """Plan one agent's sync (once per run): its bookmark, where to start, its windows."""
-        agent_id = context["agent_id"]
-        if agent_id in self._agent_syncs:
-            return self._agent_syncs[agent_id]
-        bookmark = AgentBookmark.from_state(self.stored_partition_state(context))
-        now = self._sync_time
-        end = min(self.configured_time("end_date") or now, now)
-        start_date = first_created_at = self.configured_time("start_date")
-        has_no_calls = False
-        if bookmark.synced_through is None and first_created_at is None:
-            # No start date and no bookmark: learn where the history begins, then walk windows
-            # from there, so even the first full backfill checkpoints and resumes.
-            first_created_at = self.oldest_created_at(context)
-            has_no_calls = first_created_at is None
-        plan = plan_sync(
-            bookmark,
-            first_created_at=first_created_at,
-            end=end,
-            now=now,
+    def plan_agent(self, context: Context) -> AgentSync:
+        """Plan one agent's sync from its stored bookmark (see `windows.plan_agent`)."""
+        agent = plan_agent(
+            context,
+            AgentBookmark.from_state(self.stored_partition_state(context)),
+            now=self._sync_time,
+            start_date=self.configured_time("start_date"),
+            end_date=self.configured_time("end_date"),
             window_days=self.config["window_days"],
             lookback=self.lookback,
+            oldest_created_at=functools.partial(self.oldest_created_at, context),
         )
-        self.forget_expired_pending(agent_id, bookmark, plan.expired_pending)
-        agent = AgentSync(context, bookmark, plan.windows, start_date, end, has_no_calls)
-        self._agent_syncs[agent_id] = agent
+        if agent.expired_pending:
+            self.warn_expired_pending(agent)
         return agent
 
     def stored_partition_state(self, context: Context) -> Mapping[str, t.Any]:
@@ -324,23 +300,6 @@ class ExecutionsStream(AgentScopedStream):
             if partition.get("context") == context:
                 return t.cast("Mapping[str, t.Any]", partition)
         return {}
-
-    def fetch_plan_for(self, agent_id: str) -> FetchPlan:
-        """The plan fetching every announced agent's windows in sync order (made once a sync).
-
-        An agent it cannot serve (planning ahead stopped before it) gets a plan of its own.
-        """
-        if agent_id not in self._planned_ahead and (
-            self._planning_ahead_stopped
-            or not any(c["agent_id"] == agent_id for c in self._announced)
-        ):
-            agent = self._agent_syncs[agent_id]
-            return self.new_fetch_plan(
-                iter([WindowJob(agent_id, agent.context, window) for window in agent.windows])
-            )
-        if self._plan is None:
-            self._plan = self.new_fetch_plan(self.window_jobs())
-        return self._plan
 
     def new_fetch_plan(self, windows: Iterator[WindowJob]) -> FetchPlan:
         """A fetch plan over `windows` with this sync's workers."""
@@ -354,20 +313,6 @@ class ExecutionsStream(AgentScopedStream):
             record_key=lambda record: record["id"],
             logger=self.logger,
         )
-
-    def window_jobs(self) -> Iterator[WindowJob]:
-        """Every window of every announced agent, planned lazily in the main thread."""
-        for context in self._announced:
-            try:
-                agent = self.agent_sync(context)
-            except Exception:  # noqa: BLE001
-                # Planning ahead must not fail the agent being synced now: stop planning
-                # ahead; the SDK reaches this agent later and the error surfaces there.
-                self._planning_ahead_stopped = True
-                return
-            self._planned_ahead.add(agent.context["agent_id"])
-            for window in agent.windows:
-                yield WindowJob(agent.context["agent_id"], agent.context, window)
 
     def fetch_page(self, job: WindowJob, page_number: int) -> Page:
         """One page of one window (called in a worker thread when max_workers > 1).
@@ -394,16 +339,10 @@ class ExecutionsStream(AgentScopedStream):
             has_more=bool(body.get("has_more")),
         )
 
-    def close_plan(self) -> None:
-        """Stop the fetch workers, if any."""
-        if self._plan is not None:
-            self._plan.close()
-            self._plan = None
-
     @override
     def finalize_state_progress_markers(self, state: dict | None = None) -> None:
         if state is None:
-            self.close_plan()  # the stream's last call of a sync
+            self.fetches.close()  # the stream's last call of a sync
         super().finalize_state_progress_markers(state)
 
     def checkpoint(self, context: Context, bookmark: AgentBookmark) -> None:
@@ -417,33 +356,6 @@ class ExecutionsStream(AgentScopedStream):
         self.finalize_state_progress_markers(partition_state)
 
     @override
-    def _generate_record_messages(
-        self, record: Record
-    ) -> Generator[singer.RecordMessage, None, None]:
-        # The SDK walks every record against the selection mask, recursively: the largest
-        # share of its per-record CPU. With every property selected the walk removes nothing,
-        # and with conformance NONE that step is a no-op too, so these are the SDK's own
-        # messages without the two steps (tests/test_output_identity.py compares them).
-        # No public hook skips the walk.
-        if not self.emits_records_unchanged:
-            yield from super()._generate_record_messages(record)
-            return
-        for stream_map in self.stream_maps:
-            mapped = stream_map.transform(record)
-            if mapped is not None:
-                yield singer.RecordMessage(
-                    stream=stream_map.stream_alias,
-                    record=mapped,
-                    version=self._stream_version,
-                    time_extracted=dt.datetime.now(dt.timezone.utc),
-                )
-
-    @functools.cached_property
-    def emits_records_unchanged(self) -> bool:
-        """Every property selected and no type conformance: records go out as they are."""
-        return self.TYPE_CONFORMANCE_LEVEL == TypeConformanceLevel.NONE and all(self.mask.values())
-
-    @override
     def _increment_stream_state(
         self, latest_record: Record, *, context: Context | None = None
     ) -> None:
@@ -452,22 +364,16 @@ class ExecutionsStream(AgentScopedStream):
         # newest created_at seen, so they are not kept at all. (No public hook for this.)
         return
 
-    def forget_expired_pending(
-        self, agent_id: str, bookmark: AgentBookmark, expired: dict[str, PendingCall]
-    ) -> None:
-        """Stop following calls pending for longer than the look-back, and say so."""
-        if not expired:
-            return
-        for call_id in expired:
-            bookmark.pending.pop(call_id, None)
-        oldest = min(call["created_at"] for call in expired.values())
+    def warn_expired_pending(self, agent: AgentSync) -> None:
+        """Say that calls pending for longer than the look-back are no longer followed."""
+        expired = agent.expired_pending
         self.logger.warning(
             "Agent %s: %d call(s) still pending after %d days (oldest created %s, e.g. %s) "
             "are no longer re-checked; raise pending_lookback_days to follow them longer.",
-            agent_id,
+            agent.agent_id,
             len(expired),
             self.config["pending_lookback_days"],
-            oldest,
+            min(call["created_at"] for call in expired.values()),
             next(iter(sorted(expired))),
         )
 
@@ -495,20 +401,8 @@ class ExecutionsStream(AgentScopedStream):
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
-        row = normalize_execution(row)
-        unknown = row.keys() - self.schema["properties"].keys()
-        if unknown:
-            # What the SDK's conformance did: fields the schema does not declare are dropped.
-            self.warn_unknown_fields(unknown)
-            row = {key: value for key, value in row.items() if key not in unknown}
+        row = self.drop_unknown_fields(normalize_execution(row))
         return super().post_process(row, context)
-
-    def warn_unknown_fields(self, fields: t.AbstractSet[str]) -> None:
-        """Say once per field that the API sent something the schema does not declare."""
-        new = fields - self._warned_fields
-        if new:
-            self._warned_fields |= new
-            self.logger.warning("Fields %s are not in the executions schema; dropped.", sorted(new))
 
     @override
     def get_child_context(self, record: Record, context: Context | None) -> Context:
@@ -553,28 +447,6 @@ class ExecutionLogsStream(BolnaStream):
         if context:
             row["execution_id"] = context["execution_id"]
         return row
-
-
-@dataclass
-class AgentSync:
-    """What one agent's sync will do, decided before its first request."""
-
-    context: Context
-    bookmark: AgentBookmark
-    windows: list[Window]
-    lower_bound: dt.datetime | None  # start_date: nothing created before it is emitted
-    end: dt.datetime
-    # Never synced, and the API shows no call at all: nothing to walk.
-    has_no_calls: bool = False
-
-
-def next_window_of(plan: FetchPlan, agent_id: str, window: Window) -> WindowRead:
-    """The plan's next window of this agent, which must be `window` (planned once per agent)."""
-    read = plan.next_window(lambda job: job.agent_id == agent_id)
-    if read.job.window != window:  # pragma: no cover - a bug, not a condition of the API
-        msg = f"planned {read.job.window} for agent {agent_id}, expected {window}"
-        raise RuntimeError(msg)
-    return read
 
 
 def normalize_execution(row: dict[str, t.Any]) -> dict[str, t.Any]:

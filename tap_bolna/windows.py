@@ -17,7 +17,7 @@ import pendulum
 from tap_bolna.statuses import PENDING_EXECUTION_STATUSES
 
 if t.TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Callable, Iterator, Mapping
 
 PENDING_STATUSES = frozenset(PENDING_EXECUTION_STATUSES)
 
@@ -245,6 +245,63 @@ def plan_sync(  # noqa: PLR0913
     if start is not None:
         windows.extend(forward_windows(start, end, width))
     return SyncPlan(windows=windows, expired_pending=expired, start=start)
+
+
+@dataclass
+class AgentSync:
+    """What one agent's sync will do, decided before its first request."""
+
+    context: Mapping[str, t.Any]  # the agent's partition context, {"agent_id": ...}
+    bookmark: AgentBookmark
+    windows: list[Window]
+    lower_bound: dt.datetime | None  # start_date: nothing created before it is emitted
+    end: dt.datetime
+    # Pending calls too old to follow any more, already dropped from the bookmark.
+    expired_pending: dict[str, PendingCall] = field(default_factory=dict)
+    # Never synced, and the API shows no call at all: nothing to walk.
+    has_no_calls: bool = False
+
+    @property
+    def agent_id(self) -> str:
+        """The agent's id."""
+        return str(self.context["agent_id"])
+
+
+def plan_agent(  # noqa: PLR0913
+    context: Mapping[str, t.Any],
+    bookmark: AgentBookmark,
+    *,
+    now: dt.datetime,
+    start_date: dt.datetime | None,
+    end_date: dt.datetime | None,
+    window_days: int,
+    lookback: LookBack,
+    oldest_created_at: Callable[[], dt.datetime | None],
+) -> AgentSync:
+    """Plan one agent's sync: where it starts, its windows, the pending calls it drops.
+
+    With no bookmark and no start_date, `oldest_created_at()` (two small requests) says where
+    the history begins, so even the first full backfill walks windows, checkpoints, resumes.
+    """
+    end = min(end_date or now, now)
+    first_created_at = start_date
+    has_no_calls = False
+    if bookmark.synced_through is None and first_created_at is None:
+        first_created_at = oldest_created_at()
+        has_no_calls = first_created_at is None
+    plan = plan_sync(
+        bookmark,
+        first_created_at=first_created_at,
+        end=end,
+        now=now,
+        window_days=window_days,
+        lookback=lookback,
+    )
+    for call_id in plan.expired_pending:
+        bookmark.pending.pop(call_id, None)
+    return AgentSync(
+        context, bookmark, plan.windows, start_date, end, plan.expired_pending, has_no_calls
+    )
 
 
 def _changed(known: PendingCall | RecentCall, status: str, updated_at: str | None) -> bool:
