@@ -153,6 +153,8 @@ class WindowRead:
             fitted = self._plan.distinct(last.records, keys) and fitted and last.total == total
             received += len(last.records)
             yield from last.records
+            if not last.records and (expected is None or page >= expected):
+                break  # `has_more` on an empty page past the end: no more pages, whatever it says
         return fitted and (total is None or (received == total and page == expected))
 
 

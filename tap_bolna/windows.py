@@ -339,7 +339,9 @@ class EmitFilter:
         if bookmark.recent is None:
             bookmark.recent = {}
         self._recent: dict[str, RecentCall] = bookmark.recent
+        # The earliest created_at the next sync can read again, at least (it only rises).
         self._floor = resume_from(bookmark, now=now, lookback=lookback)
+        self._window_floor: tuple[Window, dt.datetime | None] | None = None
         # Ids decided in the current window (with created_at), so a second arrival is ignored.
         self._decided: dict[str, dt.datetime] = {}
         self._window_newest: dt.datetime | None = None
@@ -371,13 +373,33 @@ class EmitFilter:
             emit = True  # new, or listed after the sync that should have seen it
             self.new += 1
         self._decided[call_id] = created
-        self._remember(call_id, created, created_at, status, updated_at)
+        self._remember(
+            window, call_id, created, created_at=created_at, status=status, updated_at=updated_at
+        )
         return emit
 
-    def _remember(
+    def _floor_after(self, window: Window) -> dt.datetime | None:
+        """The floor once `window` is done, as far as known now (it can only rise).
+
+        So a dense backfill window does not keep every call it emits until it ends.
+        """
+        if self._window_floor is None or self._window_floor[0] is not window:
+            synced = self.bookmark.synced_through
+            if not window.recheck and (synced is None or window.end > synced):
+                synced = window.end
+            after = AgentBookmark(synced, self.bookmark.newest_created_at)
+            self._window_floor = (
+                window,
+                resume_from(after, now=self._now, lookback=self._lookback),
+            )
+        return self._window_floor[1]
+
+    def _remember(  # noqa: PLR0913
         self,
+        window: Window,
         call_id: str,
         created: dt.datetime,
+        *,
         created_at: str,
         status: str,
         updated_at: str | None,
@@ -390,10 +412,11 @@ class EmitFilter:
             self._recent.pop(call_id, None)
             return
         self.bookmark.pending.pop(call_id, None)
-        if self._floor is None or created >= self._floor:
+        floor = self._floor_after(window)
+        if floor is None or created >= floor:
             self._recent[call_id] = {"created_at": created_at, "updated_at": updated_at or ""}
         else:
-            self._recent.pop(call_id, None)
+            self._recent.pop(call_id, None)  # decided here, and the next sync won't read it
 
     def complete(self, window: Window) -> None:
         """Mark a window done: move the bookmark and forget what the next sync won't read."""
@@ -408,6 +431,7 @@ class EmitFilter:
         ):
             bookmark.newest_created_at = newest
         self._window_newest = None
+        self._window_floor = None
         # A call on the edge the next window starts from arrives again there.
         self._decided = {
             call_id: created for call_id, created in self._decided.items() if created >= window.end

@@ -238,3 +238,22 @@ def test_closing_the_plan_stops_the_workers() -> None:
         assert time.monotonic() < deadline, "fetch workers still running after close()"
         time.sleep(0.05)
     assert len(source.fetched) == fetched, "a closed plan sent more requests"
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_has_more_on_an_empty_page_past_the_end_stops_the_window(workers: int) -> None:
+    window = job("a", 0)
+    source = Source([(window, 2 * PAGE_SIZE)])
+
+    def always_more(w: WindowJob, page: int) -> Page:
+        answer = source(w, page)
+        return Page(answer.records, answer.total, has_more=True)
+
+    plan = new_plan([window], always_more, workers)  # type: ignore[arg-type]
+    try:
+        read = plan.next_window(lambda _j: True)
+        ids = [r["id"] for r in read.records()]
+    finally:
+        plan.close()
+    assert sorted(set(ids)) == sorted(r["id"] for r in source.rows[key(window)])
+    assert read.pages <= MAX_READS_PER_WINDOW * 3, "a lying has_more must not page forever"

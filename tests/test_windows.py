@@ -289,3 +289,14 @@ def test_normalize_execution_renames_old_duration_and_fixes_nested_durations() -
 )
 def test_timestamps_parse_to_aware_utc(text: str) -> None:
     assert parse_timestamp(text) == T0
+
+
+def test_a_backfill_window_remembers_only_calls_the_next_sync_may_read() -> None:
+    window = Window(T0, T0 + 7 * DAY)
+    emit = EmitFilter(AgentBookmark(), lower_bound=T0, now=T0 + 30 * DAY, lookback=LOOKBACK)
+    for minutes in range(0, 7 * 24 * 60, 15):  # a call every 15 minutes for a week
+        emit.should_emit(call(f"c{minutes}", T0 + minutes * MINUTE), window)
+    # Before the window ends: only its last hour (the look-back before its end) is kept.
+    assert len(emit.bookmark.recent or {}) == 4
+    emit.complete(window)
+    assert len(emit.bookmark.recent or {}) == 4
