@@ -32,7 +32,7 @@ test: bootstrap  ## The whole test suite (what .ci/run runs), PostgreSQL end-to-
 
 e2e: bootstrap  ## Only the Meltano + PostgreSQL end-to-end tests
 	$(UV) sync --locked
-	$(UV) run pytest tests/test_meltano_e2e.py tests/test_analysis.py tests/test_pii_safe.py
+	$(UV) run pytest tests/test_meltano_e2e.py tests/test_dbt.py tests/test_analysis.py tests/test_pii_safe.py
 
 lint: bootstrap  ## ruff and mypy
 	$(UV) sync --locked

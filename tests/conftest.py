@@ -20,6 +20,7 @@ from tap_bolna.tap import TapBolna
 from tests.e2e_support import (  # noqa: F401
     loaded_warehouse,
     meltano_project,
+    modelled_warehouse,
     pii_safe_warehouse,
     postgres,
 )

@@ -34,6 +34,13 @@ API_KEY = "e2e-key"
 STATE_ID = "dev:tap-bolna-to-target-postgres"
 SCHEMA = "bolna"  # tap-bolna's load_schema in meltano.yml: target-postgres's default schema
 PII_SAFE_SCHEMA = "bolna_pii_safe"  # tap-bolna--pii-safe's load_schema
+ANALYTICS_SCHEMA = "bolna_analytics"  # where dbt-postgres builds the models (meltano.yml)
+PII_SAFE_ANALYTICS_SCHEMA = "bolna_pii_safe_analytics"  # dbt-postgres--pii-safe's
+# Where each dbt utility compiles models and analyses (its target_path in meltano.yml).
+DBT_TARGET = {
+    "dbt-postgres": Path(".meltano/transformers/dbt/target"),
+    "dbt-postgres--pii-safe": Path(".meltano/transformers/dbt/target-pii-safe"),
+}
 PHONE_HASH_SALT = "e2e-phone-hash-salt-5b9e"  # BOLNA_PHONE_HASH_SALT for the PII-safe loads
 COMMAND_TIMEOUT = 300
 # Not copied into the temp project: local environments, caches, output, secrets.
@@ -61,8 +68,8 @@ def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     env = clean_environment()
     env["MELTANO_DATABASE_URI"] = f"sqlite:///{project / 'install.db'}"
     result = meltano(project, "install", env=env)
-    # tap-bolna--pii-safe inherits from tap-bolna and shares its virtualenv.
-    assert "Installed 3/4 plugins" in result.stdout + result.stderr
+    # tap-bolna--pii-safe and dbt-postgres--pii-safe share their parents' virtualenvs.
+    assert "Installed 4/6 plugins" in result.stdout + result.stderr
     return project
 
 
@@ -145,9 +152,17 @@ def loaded_warehouse(
 
 @pytest.fixture(scope="session")
 def pii_safe_warehouse(loaded_warehouse: Pipeline) -> Pipeline:
-    """The same account, loaded again by the job `bolna-to-postgres-pii-safe` (bolna_pii_safe)."""
-    loaded_warehouse.run("run", "bolna-to-postgres-pii-safe")
+    """The same account, loaded again by the job `bolna-elt-pii-safe`: the PII-safe load in
+    bolna_pii_safe, and the dbt models built on it in bolna_pii_safe_analytics."""
+    loaded_warehouse.run("run", "bolna-elt-pii-safe")
     return loaded_warehouse
+
+
+@pytest.fixture(scope="session")
+def modelled_warehouse(pii_safe_warehouse: Pipeline) -> Pipeline:
+    """Both loads, with the dbt models of the plain load built too (bolna_analytics)."""
+    pii_safe_warehouse.run("invoke", "dbt-postgres:build")
+    return pii_safe_warehouse
 
 
 def clean_environment() -> dict[str, str]:

@@ -141,7 +141,7 @@ def test_env_example_names_real_settings() -> None:
     """Each variable in .env.example is a setting in meltano.yml; every tap setting is listed."""
     meltano_yml = (PROJECT_ROOT / "meltano.yml").read_text()
     project = yaml.safe_load(meltano_yml)
-    plugins = project["plugins"]["extractors"] + project["plugins"]["loaders"]
+    plugins = [plugin for plugins in project["plugins"].values() for plugin in plugins]
     settings = {
         plugin["name"].upper().replace("-", "_"): {s["name"] for s in plugin["settings"]}
         for plugin in plugins
@@ -168,7 +168,7 @@ def test_env_example_names_real_settings() -> None:
 
 
 def test_job_and_hourly_schedule(meltano_project: Path, tmp_path: Path) -> None:
-    """The job `bolna-to-postgres` runs tap-bolna -> target-postgres every hour."""
+    """The job `bolna-elt` runs tap-bolna -> target-postgres -> dbt every hour; one schedule."""
     env = clean_environment()
     env["MELTANO_DATABASE_URI"] = f"sqlite:///{tmp_path / 'meltano.db'}"
     # From another directory with --cwd, as a cron line or an orchestrator would call it.
@@ -178,10 +178,13 @@ def test_job_and_hourly_schedule(meltano_project: Path, tmp_path: Path) -> None:
         ).stdout
     )
     (schedule,) = schedules["schedules"]["job"]
-    assert schedule["name"] == "bolna-to-postgres-hourly"
+    assert schedule["name"] == "bolna-elt-hourly"
     assert schedule["interval"] == "@hourly"
     assert schedule["cron_interval"] == "0 * * * *"
-    assert schedule["job"] == {"name": "bolna-to-postgres", "tasks": ["tap-bolna target-postgres"]}
+    assert schedule["job"] == {
+        "name": "bolna-elt",
+        "tasks": ["tap-bolna target-postgres dbt-postgres:build"],
+    }
 
 
 def tap_log(output: str) -> list[tuple[str, str]]:

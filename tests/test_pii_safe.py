@@ -1,9 +1,10 @@
 """README "PII-safe loads": the extractor tap-bolna--pii-safe (stream maps in meltano.yml) and the
-job `bolna-to-postgres-pii-safe`.
+jobs `bolna-to-postgres-pii-safe` and `bolna-elt-pii-safe` (the same load, then dbt).
 
-End to end, the job loads schema bolna_pii_safe next to the plain load in schema bolna: no phone
-number, transcript, recording URL or injected call variable the fake API served reaches any
-column of any table there, and every number is replaced by the same salted SHA-256 hash wherever
+End to end, the job `bolna-elt-pii-safe` loads schema bolna_pii_safe next to the plain load in
+schema bolna: no phone number, transcript, recording URL or injected call variable the fake API
+served reaches any column of any table there, nor of the dbt models it builds on them
+(bolna_pii_safe_analytics), and every number is replaced by the same salted SHA-256 hash wherever
 it appears. In-process, the same maps drop call logs and refuse to run without a salt.
 """
 
@@ -20,6 +21,7 @@ from psycopg import sql
 from tests.conftest import API_KEY, run_tap
 from tests.e2e_support import (
     PHONE_HASH_SALT,
+    PII_SAFE_ANALYTICS_SCHEMA,
     PII_SAFE_SCHEMA,
     PROJECT_ROOT,
     SCHEMA,
@@ -75,8 +77,15 @@ def served_personal_data(world: World) -> dict[str, set[str]]:
     }
 
 
-def schema_text(warehouse: Pipeline, schema: str) -> str:
-    """Every row of every table of a schema as text: all columns, whatever their type."""
+LOADED_TABLES = {"executions", "agents", "batches", "phone_numbers", "account"}
+MODELS = {"stg_bolna__executions", "stg_bolna__agents", "stg_bolna__batches"} | {
+    "bolna__calls",
+    "bolna__agent_daily",
+}
+
+
+def schema_text(warehouse: Pipeline, schema: str, expected: set[str] = LOADED_TABLES) -> str:
+    """Every row of every table and view of a schema as text: all columns, whatever their type."""
     with warehouse.connect() as conn:
         tables = [
             row[0]
@@ -85,7 +94,7 @@ def schema_text(warehouse: Pipeline, schema: str) -> str:
                 (schema,),
             )
         ]
-        assert {"executions", "agents", "batches", "phone_numbers", "account"} <= set(tables)
+        assert expected <= set(tables)
         query = sql.SQL("SELECT t::text FROM {}.{} AS t")
         return "\n".join(
             row[0]
@@ -110,6 +119,21 @@ def test_no_personal_data_reaches_any_column_of_any_table(warehouse: Pipeline) -
         # The search finds them where they were loaded as served, so it can find a leak.
         assert [value for value in values if value not in raw] == [], kind
         assert sorted(value for value in values if value in safe) == [], f"{kind} leaked"
+
+
+def test_the_models_built_on_it_hold_no_personal_data(warehouse: Pipeline) -> None:
+    """The job also builds the dbt models on the PII-safe load (bolna_pii_safe_analytics)."""
+    models = schema_text(warehouse, PII_SAFE_ANALYTICS_SCHEMA, MODELS)
+    for kind, values in served_personal_data(warehouse.world).items():
+        assert sorted(value for value in values if value in models) == [], f"{kind} leaked"
+    world = warehouse.world
+    with warehouse.connect() as conn:
+        calls = conn.execute(
+            f"SELECT call_id, to_number FROM {PII_SAFE_ANALYTICS_SCHEMA}.bolna__calls"  # noqa: S608
+        ).fetchall()
+    assert sorted(call_id for call_id, _ in calls) == sorted(world.executions)
+    for call_id, to_number in calls:
+        assert to_number == hashed(world.executions[call_id]["telephony_data"]["to_number"])
 
 
 def test_every_number_is_its_salted_hash_in_every_table(warehouse: Pipeline) -> None:

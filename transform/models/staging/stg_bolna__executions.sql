@@ -1,0 +1,62 @@
+-- One row per call: the executions table typed and renamed, nested telephony and cost data as
+-- columns. Transcripts stay in the loaded table (and are absent from PII-safe loads).
+with execution as (
+
+    select * from {{ source('bolna', 'executions') }}
+
+),
+
+final as (
+
+    select
+        id as call_id,
+        agent_id,
+        batch_id,
+        status,
+        status in (
+            {%- for status in var('bolna_final_statuses') %}
+            '{{ status }}'{{ "," if not loop.last }}
+            {%- endfor %}
+        ) as is_final,
+        error_message,
+        coalesce(answered_by_voice_mail, false) as answered_by_voice_mail,
+
+        -- Seconds. The tap loads the API's string or integer durations as numbers.
+        (telephony_data ->> 'duration')::numeric as duration_s,
+        conversation_duration as conversation_duration_s,
+        (telephony_data ->> 'ring_duration')::numeric as ring_duration_s,
+        (telephony_data ->> 'post_dial_delay')::numeric as post_dial_delay_s,
+
+        telephony_data ->> 'call_type' as call_type,
+        telephony_data ->> 'provider' as provider,
+        telephony_data ->> 'to_number' as to_number,
+        telephony_data ->> 'from_number' as from_number,
+        telephony_data ->> 'to_number_carrier' as to_number_carrier,
+        telephony_data ->> 'hangup_by' as hangup_by,
+        telephony_data ->> 'hangup_reason' as hangup_reason,
+        (telephony_data ->> 'hangup_provider_code')::integer as hangup_provider_code,
+        telephony_data ->> 'provider_call_id' as provider_call_id,
+        telephony_data ->> 'recording_url' as recording_url,
+        transfer_call_data is not null as was_transferred,
+
+        -- Cents.
+        total_cost,
+        (cost_breakdown ->> 'llm')::numeric as llm_cost,
+        (cost_breakdown ->> 'network')::numeric as network_cost,
+        (cost_breakdown ->> 'platform')::numeric as platform_cost,
+        (cost_breakdown ->> 'synthesizer')::numeric as synthesizer_cost,
+        (cost_breakdown ->> 'transcriber')::numeric as transcriber_cost,
+
+        (batch_run_details ->> 'retried')::integer as batch_retries,
+        extracted_data,
+
+        -- timestamp columns holding UTC (target-postgres drops the offset after converting).
+        created_at,
+        updated_at,
+        _sdc_batched_at as loaded_at
+
+    from execution
+
+)
+
+select * from final
