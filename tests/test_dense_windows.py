@@ -118,6 +118,7 @@ def test_sigkill_in_a_dense_window_with_workers_resumes_at_that_window(tmp_path:
             for m in messages
             if m["type"] == "RECORD" and m["stream"] == "executions"
         ]
+        api.wait_until_idle()  # the killed tap's last requests are still answered
         api.clear_requests()
         resumed = run_tap(config, state=killed_state)
         froms = {r.query["from"] for r in page_requests(api) if "from" in r.query}

@@ -78,6 +78,7 @@ def test_kill_mid_backfill_then_resume_loses_nothing(tmp_path: Path, max_workers
         assert bookmark < max(
             c["created_at"] for c in world.executions.values() if c["agent_id"] == first_agent
         )
+        api.wait_until_idle()  # the killed tap's last requests are still answered
         api.clear_requests()
 
         resumed = run_tap(config, state=killed_state)

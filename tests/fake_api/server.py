@@ -457,6 +457,7 @@ class FakeBolnaServer:
         self.in_flight_retry_after: str | None = "1"
         self._in_flight = 0
         self._peak_in_flight = 0
+        self._last_activity = time.monotonic()
         self._log: list[LoggedRequest] = []
         self._faults: list[_Fault] = []
         self._hooks: list[_Hook] = []
@@ -536,6 +537,23 @@ class FakeBolnaServer:
         """Record one answered request (called by the handler threads)."""
         with self._lock:
             self._log.append(entry)
+            self._last_activity = time.monotonic()
+
+    def wait_until_idle(self, quiet: float = 0.2, timeout: float = 10.0) -> None:
+        """Wait until no request is being answered and none was for `quiet` seconds.
+
+        After killing a client, requests it sent just before dying are still being answered
+        (and logged) for a moment: wait for them before `clear_requests`.
+        """
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                idle = self._in_flight == 0 and time.monotonic() - self._last_activity >= quiet
+            if idle:
+                return
+            time.sleep(0.01)
+        msg = f"the fake API was still busy after {timeout} s"
+        raise TimeoutError(msg)
 
     # ------------------------------------------------------------------ requests in flight
 
@@ -561,12 +579,14 @@ class FakeBolnaServer:
                 return False
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
+            self._last_activity = time.monotonic()
             return True
 
     def release(self) -> None:
         """Count out a request admitted by `admit`, once its answer is written."""
         with self._lock:
             self._in_flight -= 1
+            self._last_activity = time.monotonic()
 
     # ------------------------------------------------------------------ changes between requests
 
