@@ -390,3 +390,11 @@ def test_models_built_in_another_schema(elt: Pipeline) -> None:
         ).fetchall()
     assert calls == len(elt.world.executions)
     assert sorted(schema for (schema,) in schemas) == ["bolna", "bolna_analytics_dev"]
+
+
+@pytest.mark.parametrize("variable", ["TARGET_POSTGRES_USER", "TARGET_POSTGRES_DATABASE"])
+def test_a_missing_connection_variable_is_named(elt: Pipeline, variable: str) -> None:
+    env = {key: value for key, value in elt.env.items() if key != variable}
+    result = meltano(elt.project, "invoke", "dbt-postgres:run", env=env, check=False)
+    assert result.returncode != 0
+    assert f"Env var required but not provided: '{variable}'" in result.stderr
