@@ -99,6 +99,8 @@ def test_jobs_and_schedules() -> None:
     assert jobs["bolna-elt-pii-safe"] == [
         "tap-bolna--pii-safe target-postgres dbt-postgres--pii-safe:build"
     ]
+    # The PII-safe load alone; e2e_support runs bolna-elt-pii-safe, which starts with it.
+    assert jobs["bolna-to-postgres-pii-safe"] == ["tap-bolna--pii-safe target-postgres"]
     schedules = {schedule["name"]: schedule for schedule in project["schedules"]}
     assert list(schedules) == ["bolna-elt-hourly"]  # two of one pipeline would collide
     assert schedules["bolna-elt-hourly"] == {
