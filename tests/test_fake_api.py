@@ -834,6 +834,7 @@ def test_max_in_flight_refuses_the_excess_at_once_with_retry_after():
         api.latency = 0.2
         unlimited = burst(api, 6)
         unlimited_peak = api.peak_in_flight
+        api.wait_until_idle(quiet=0)  # answers arrive before their handlers count out
         api.clear_requests()
         cleared_peak = api.peak_in_flight
         api.max_in_flight = 2
@@ -876,6 +877,8 @@ def test_in_flight_refusal_without_retry_after_leaves_faults_and_hooks_armed(api
     assert failed.status_code == 503
     assert ran == [True]
     assert [entry.status for entry in api.requests] == [429, 503]
+    # The answer reaches the client before its handler counts out: wait for that.
+    api.wait_until_idle(quiet=0)
     api.reset_stats()
     assert api.peak_in_flight == 0
 
