@@ -8,7 +8,7 @@ with call as (
 select
     status,
     count(*) as calls,
-    round(100.0 * count(*) / sum(count(*)) over (), 1) as percent_of_calls
+    {{ percent_of('count(*)', 'sum(count(*)) over ()') }} as percent_of_calls
 from call
 group by status
 order by calls desc, status

@@ -8,5 +8,5 @@ with agent_daily as (
 select
     sum(completed_calls) as completed_calls,
     sum(calls) as calls,
-    round(100.0 * sum(completed_calls) / nullif(sum(calls), 0), 1) as completion_rate_percent
+    {{ percent_of('sum(completed_calls)', 'sum(calls)') }} as completion_rate_percent
 from agent_daily

@@ -8,5 +8,5 @@ with agent_daily as (
 select
     sum(voicemail_calls) as voicemail_calls,
     sum(calls) as calls,
-    round(100.0 * sum(voicemail_calls) / nullif(sum(calls), 0), 1) as voicemail_rate_percent
+    {{ percent_of('sum(voicemail_calls)', 'sum(calls)') }} as voicemail_rate_percent
 from agent_daily
