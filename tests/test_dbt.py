@@ -305,6 +305,12 @@ def test_calls_loaded_with_an_older_marker_are_merged(elt: Pipeline) -> None:
         assert statuses == dict.fromkeys(ids, "completed"), strategy
         assert count == len(elt.world.executions), strategy
 
+    # README: `meltano invoke dbt-postgres run --full-refresh` rebuilds it from the loaded table.
+    result = elt.run("invoke", "dbt-postgres", "run", "--full-refresh", "--select", "bolna__calls")
+    assert "sql incremental model bolna_analytics.bolna__calls" in result.stderr
+    # Rebuilt: every call selected, none merged.
+    assert f"[SELECT {len(elt.world.executions)} in " in result.stderr
+
 
 def test_the_data_tests_fail_on_bad_data(elt: Pipeline) -> None:
     elt.run("run", "bolna-elt")
