@@ -36,6 +36,14 @@ SCHEMA = "bolna"  # tap-bolna's load_schema in meltano.yml: target-postgres's de
 PII_SAFE_SCHEMA = "bolna_pii_safe"  # tap-bolna--pii-safe's load_schema
 ANALYTICS_SCHEMA = "bolna_analytics"  # where dbt-postgres builds the models (meltano.yml)
 PII_SAFE_ANALYTICS_SCHEMA = "bolna_pii_safe_analytics"  # dbt-postgres--pii-safe's
+# The models of transform/models/ (staging views, then the end models).
+DBT_MODELS = {
+    "stg_bolna__executions",
+    "stg_bolna__agents",
+    "stg_bolna__batches",
+    "bolna__calls",
+    "bolna__agent_daily",
+}
 # Where each dbt utility compiles models and analyses (its target_path in meltano.yml).
 DBT_TARGET = {
     "dbt-postgres": Path(".meltano/transformers/dbt/target"),

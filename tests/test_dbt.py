@@ -23,6 +23,7 @@ from psycopg import sql
 from tap_bolna.statuses import FINAL_EXECUTION_STATUSES, PENDING_EXECUTION_STATUSES
 from tests.e2e_support import (
     ANALYTICS_SCHEMA,
+    DBT_MODELS,
     DBT_TARGET,
     PROJECT_ROOT,
     Pipeline,
@@ -40,13 +41,7 @@ if t.TYPE_CHECKING:
 
 TRANSFORM = PROJECT_ROOT / "transform"
 FAILED_STATUSES = {"failed", "error"}
-MODELS = {
-    "stg_bolna__executions",
-    "stg_bolna__agents",
-    "stg_bolna__batches",
-    "bolna__calls",
-    "bolna__agent_daily",
-}
+MODELS = DBT_MODELS
 
 
 def meltano_yml() -> dict[str, t.Any]:
@@ -91,7 +86,7 @@ def test_dbt_lives_in_a_meltano_plugin_venv_configured_by_the_loaders_variables(
     assert "dbt" not in pyproject  # not a dependency of the tap, nor of its tests
 
 
-def test_jobs_and_schedules() -> None:
+def test_jobs() -> None:
     project = meltano_yml()
     jobs = {job["name"]: job["tasks"] for job in project["jobs"]}
     assert jobs["bolna-elt"] == ["tap-bolna target-postgres dbt-postgres:build"]
@@ -101,13 +96,7 @@ def test_jobs_and_schedules() -> None:
     ]
     # The PII-safe load alone; e2e_support runs bolna-elt-pii-safe, which starts with it.
     assert jobs["bolna-to-postgres-pii-safe"] == ["tap-bolna--pii-safe target-postgres"]
-    schedules = {schedule["name"]: schedule for schedule in project["schedules"]}
-    assert list(schedules) == ["bolna-elt-hourly"]  # two of one pipeline would collide
-    assert schedules["bolna-elt-hourly"] == {
-        "name": "bolna-elt-hourly",
-        "interval": "@hourly",
-        "job": "bolna-elt",
-    }
+    # The hourly schedule of bolna-elt: test_meltano_e2e.test_job_and_hourly_schedule.
 
 
 def test_models_follow_the_layout() -> None:
@@ -243,6 +232,7 @@ def test_bolna_elt_keeps_every_call_once_and_current(elt: Pipeline) -> None:
     just_ended = world.add_calls(7)  # completed a moment ago; their data is extracted later
     first = elt.run("run", "bolna-elt")
     assert " ERROR=0 " in dbt_summary(first.stderr)
+    assert elt.postgres.password not in first.stdout + first.stderr  # nor in dbt's lines
     assert_calls_are_current(elt)
     assert_agent_daily_is_what_was_served(elt)
     assert len(world.pending_ids()) > 20

@@ -20,6 +20,7 @@ from psycopg import sql
 
 from tests.conftest import API_KEY, run_tap
 from tests.e2e_support import (
+    DBT_MODELS,
     PHONE_HASH_SALT,
     PII_SAFE_ANALYTICS_SCHEMA,
     PII_SAFE_SCHEMA,
@@ -78,10 +79,6 @@ def served_personal_data(world: World) -> dict[str, set[str]]:
 
 
 LOADED_TABLES = {"executions", "agents", "batches", "phone_numbers", "account"}
-MODELS = {"stg_bolna__executions", "stg_bolna__agents", "stg_bolna__batches"} | {
-    "bolna__calls",
-    "bolna__agent_daily",
-}
 
 
 def schema_text(warehouse: Pipeline, schema: str, expected: set[str] = LOADED_TABLES) -> str:
@@ -123,7 +120,7 @@ def test_no_personal_data_reaches_any_column_of_any_table(warehouse: Pipeline) -
 
 def test_the_models_built_on_it_hold_no_personal_data(warehouse: Pipeline) -> None:
     """The job also builds the dbt models on the PII-safe load (bolna_pii_safe_analytics)."""
-    models = schema_text(warehouse, PII_SAFE_ANALYTICS_SCHEMA, MODELS)
+    models = schema_text(warehouse, PII_SAFE_ANALYTICS_SCHEMA, DBT_MODELS)
     for kind, values in served_personal_data(warehouse.world).items():
         assert sorted(value for value in values if value in models) == [], f"{kind} leaked"
     world = warehouse.world
