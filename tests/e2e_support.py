@@ -43,6 +43,7 @@ DBT_MODELS = {
     "stg_bolna__batches",
     "bolna__calls",
     "bolna__agent_daily",
+    "bolna__executions",
 }
 # Where each dbt utility compiles models and analyses (its target_path in meltano.yml).
 DBT_TARGET = {

@@ -1,5 +1,15 @@
 -- One row per call: the executions table typed and renamed, nested telephony and cost data as
 -- columns. Transcripts stay in the loaded table (and are absent from PII-safe loads).
+--
+-- `execution` is the call as Bolna's API returns it, for the HTTP endpoint (api/): every loaded
+-- field in the loaded order, except target-postgres's _sdc_* columns, so a PII-safe load (no
+-- transcript column) gives objects without a transcript. A view: built only for the rows read.
+{%- set api_columns = [] %}
+{%- if execute %}
+{%- for column in adapter.get_columns_in_relation(source('bolna', 'executions')) %}
+{%- if not column.name.startswith('_sdc_') %}{% do api_columns.append(column) %}{% endif %}
+{%- endfor %}
+{%- endif %}
 with execution as (
 
     select * from {{ source('bolna', 'executions') }}
@@ -53,7 +63,19 @@ final as (
         -- timestamp columns holding UTC (target-postgres drops the offset after converting).
         created_at,
         updated_at,
-        _sdc_batched_at as loaded_at
+        _sdc_batched_at as loaded_at,
+
+        -- The call as the API returned it; timestamps as Bolna writes them (UTC, microseconds, Z).
+        json_build_object(
+            {%- for column in api_columns %}
+            '{{ column.name }}',
+            {%- if column.data_type.startswith('timestamp') %}
+            to_char({{ adapter.quote(column.name) }}, 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')
+            {%- else %}
+            {{ adapter.quote(column.name) }}
+            {%- endif %}{{ "," if not loop.last }}
+            {%- endfor %}
+        ) as execution
 
     from execution
 
