@@ -1,9 +1,8 @@
-{# Number the calls of bolna__calls oldest first, in (created_at, call_id) order: call_number over
-   all calls, agent_call_number within the agent, batch_call_number within the batch (null
-   outside one); 1 is the oldest, so a new call does not move the others. Run as bolna__calls'
-   post-hook, in the transaction of its merge: readers never see the merged calls unnumbered.
-   Only rows whose numbers change are written: the new calls, and the calls after one that was
-   listed late. #}
+{# Number the calls of bolna__executions oldest first, in (created_at, call_id) order:
+   call_number over all calls, agent_call_number within the agent, batch_call_number within the
+   batch (null outside one); 1 is the oldest, so a new call does not move the others. Its
+   post-hook, in the transaction of its merge: readers never see merged calls unnumbered. Only
+   rows whose numbers change are written: new calls, and the calls after one listed late. #}
 {% macro number_calls() -%}
     update {{ this }} as call
     set

@@ -4,11 +4,6 @@
 -- holds: new calls, calls target-postgres loaded again (a pending call that completed, data
 -- extracted later) and calls whose agent was renamed. Rows are compared by their load marker,
 -- not by a clock, so loads written by machines whose clocks disagree are never skipped.
---
--- call_number, agent_call_number and batch_call_number count the calls oldest first (macro
--- number_calls, run after every merge in the same transaction), so the HTTP endpoint finds page
--- 2,000 of an agent, and how many calls it has, with an index lookup instead of a count.
--- The indexes are what that endpoint filters and orders on (docs/http-api.md).
 {{
     config(
         materialized='incremental',
@@ -18,17 +13,7 @@
         indexes=[
             {'columns': ['call_id'], 'unique': True},
             {'columns': ['agent_id', 'created_date']},
-            {'columns': ['created_at', 'call_id']},
-            {'columns': ['agent_id', 'created_at', 'call_id']},
-            {'columns': ['batch_id', 'created_at', 'call_id']},
-            {'columns': ['status', 'created_at', 'call_id']},
-            {'columns': ['agent_id', 'status', 'created_at', 'call_id']},
-            {'columns': ['call_number']},
-            {'columns': ['agent_id', 'agent_call_number']},
-            {'columns': ['batch_id', 'batch_call_number']},
         ],
-        # Numbers first, then fresh statistics, so the planner sees the new numbers at once.
-        post_hook=["{{ number_calls() }}", "analyze {{ this }}"],
     )
 }}
 
@@ -80,11 +65,7 @@ call as (
         execution.created_at,
         execution.created_at::date as created_date,
         execution.updated_at,
-        execution.loaded_at,
-        -- Set by number_calls() once the rows are in.
-        null::bigint as call_number,
-        null::bigint as agent_call_number,
-        null::bigint as batch_call_number
+        execution.loaded_at
 
     from execution
     left join agent

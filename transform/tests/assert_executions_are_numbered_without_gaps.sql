@@ -1,9 +1,9 @@
--- The HTTP endpoint turns a page number into a range of call numbers: in all calls, in each
--- agent's and in each batch's, the numbers must be 1..n in (created_at, call_id) order.
+-- The HTTP endpoint turns a page number into a range of numbers of bolna__executions: in
+-- all calls, in each agent's and in each batch's, they must be 1..n in (created_at, call_id) order.
 -- Returns the calls whose number is not their place; none is a pass.
 with call as (
 
-    select * from {{ ref('bolna__calls') }}
+    select * from {{ ref('bolna__executions') }}
 
 ),
 
