@@ -148,6 +148,12 @@ async def warehouse_error(_request: Request, error: Exception) -> Response:
     return failure(503, "the warehouse is not answering; try again later")
 
 
+async def internal_error(request: Request, error: Exception) -> Response:
+    """Anything else: 500 in the envelope; the error goes to the server log."""
+    logger.error("Internal error on %s: %s", request.url.path, type(error).__name__)
+    return failure(500, "internal error; the server log says which")
+
+
 class BearerToken:
     """Every request must carry `Authorization: Bearer <token>` (when a token is set)."""
 
@@ -195,6 +201,7 @@ def create_app(settings: Settings) -> ASGIApp:
         BadParameterError: bad_parameter,
         HTTPException: http_error,
         psycopg.OperationalError: warehouse_error,
+        Exception: internal_error,
     }
     app = Starlette(
         routes=[

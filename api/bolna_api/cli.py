@@ -23,14 +23,8 @@ from bolna_api.settings import Settings, SettingsError, is_loopback
 logger = logging.getLogger("bolna-api")
 # What the endpoint reads; without them it cannot answer (they come with `meltano run bolna-elt`).
 REQUIRED_COLUMNS = {
-    "bolna__calls": {
-        "call_id",
-        "agent_id",
-        "call_number",
-        "agent_call_number",
-        "batch_call_number",
-    },
-    "bolna__executions": {"call_id", "execution"},
+    "bolna__calls": {"call_id", "agent_id", "is_completed", "is_failed", "duration_s"},
+    "bolna__executions": {"call_id", "execution", "agent_call_number", "batch_call_number"},
 }
 
 
@@ -114,6 +108,7 @@ def main(argv: list[str] | None = None) -> int:
     listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         listener.bind((args.host, args.port))
+        listener.listen(2048)  # connections wait from now on, while the pool opens
     except OSError as error:
         logger.error("cannot listen on %s port %s: %s", args.host, args.port, error.strerror)  # noqa: TRY400
         return 1

@@ -104,7 +104,8 @@ def single_values(query: QueryParams, allowed: Iterable[str]) -> dict[str, str]:
     values: dict[str, str] = {}
     for name, value in query.multi_items():
         if name not in known:
-            msg = f"{name}: unknown parameter (known: {', '.join(known)})"
+            takes = f"known: {', '.join(known)}" if known else "this endpoint takes none"
+            msg = f"{name}: unknown parameter ({takes})"
             raise BadParameterError(msg)
         if name in values:
             msg = f"{name}: given twice; give one value"

@@ -1,8 +1,9 @@
 """The SQL of every endpoint, over two dbt models of the served schema.
 
-`bolna__calls` (a table) is filtered, counted and numbered; `bolna__executions` (a view over it
-and the loaded table) gives each call as Bolna's API returns it. PostgreSQL renders the JSON,
-so a page is one statement, one snapshot, and one string handed to the client.
+`bolna__executions` holds each call as Bolna's API returns it (JSON rendered by dbt), with the
+columns that are filtered, ordered and paged on, and the numbers dbt gives the calls; it serves
+the listing and the lookup by id. `bolna__calls` serves the metrics (its flags) and the CSV. A
+page is one statement: one snapshot, and one string of JSON handed to the client.
 
 Client values only ever reach PostgreSQL as bound parameters (`%(name)s`); the schema comes
 from the server's settings and is quoted as an identifier.
@@ -93,15 +94,14 @@ class Warehouse:
             total, bounds, params = self._counted_total(filters)
         conditions, filter_params = where(filters)
         params.update(filter_params, size=page.size, offset=page.offset)
-        # The page's calls come from bolna__calls (its indexes), one more than the page holds to
-        # tell whether another page follows; their objects are then looked up one by one.
+        # One call more than the page holds tells whether another page follows.
         newest_first = sql.SQL("order by created_at desc, call_id desc")
         if page.cursor is not None:
             rows = sql.SQL(
-                "select call_id, created_at from {calls} where {conditions}"
+                "select call_id, created_at, execution from {executions} where {conditions}"
                 " and (created_at, call_id) < (%(after_created_at)s, %(after_call_id)s)"
                 " {newest_first} limit %(size)s + 1"
-            ).format(calls=self.calls, conditions=conditions, newest_first=newest_first)
+            ).format(executions=self.executions, conditions=conditions, newest_first=newest_first)
             params.update(
                 after_created_at=page.cursor.created_at, after_call_id=page.cursor.call_id
             )
@@ -109,30 +109,29 @@ class Warehouse:
             key, number = NUMBERED[given]
             # Numbers count oldest first: page N is the range just below high - (N - 1) * size.
             rows = sql.SQL(
-                "select call_id, created_at from {calls} where {key} and {number} between"
+                "select call_id, created_at, execution from {executions}"
+                " where {key} and {number} between"
                 " greatest((select low from bounds),"
                 " (select high from bounds) - %(offset)s - %(size)s)"
                 " and (select high from bounds) - %(offset)s"
-            ).format(calls=self.calls, key=self._key(key), number=sql.Identifier(number))
+            ).format(executions=self.executions, key=self._key(key), number=sql.Identifier(number))
         else:
             rows = sql.SQL(
-                "select call_id, created_at from {calls} where {conditions}"
+                "select call_id, created_at, execution from {executions} where {conditions}"
                 " {newest_first} offset %(offset)s limit %(size)s + 1"
-            ).format(calls=self.calls, conditions=conditions, newest_first=newest_first)
+            ).format(executions=self.executions, conditions=conditions, newest_first=newest_first)
         statement = sql.SQL(
             "with bounds as materialized ({bounds}),"
             " page as materialized ({rows}),"
-            " placed as materialized (select call_id, created_at,"
+            " placed as materialized (select call_id, created_at, execution,"
             " row_number() over (order by created_at desc, call_id desc) as place from page)"
             " select ({total}) as total,"
-            " (select coalesce(json_agg(loaded.execution order by placed.place), '[]')::text"
-            " from placed cross join lateral (select execution from {executions} as object"
-            " where object.call_id = placed.call_id limit 1) as loaded"
-            " where placed.place <= %(size)s),"
+            " (select coalesce(json_agg(execution order by place), '[]')::text"
+            " from placed where place <= %(size)s),"
             " (select count(*) > %(size)s from placed),"
             " (select created_at from placed where place = %(size)s),"
             " (select call_id from placed where place = %(size)s)"
-        ).format(bounds=bounds, rows=rows, total=total, executions=self.executions)
+        ).format(bounds=bounds, rows=rows, total=total)
         async with self.pool.connection() as conn:
             cursor = await conn.execute(statement, params)
             row = await cursor.fetchone()
@@ -166,19 +165,19 @@ class Warehouse:
             params["created_from"] = filters.created_from
             # None: no call at or after `from`, so nothing is in range.
             low = sql.SQL(
-                "coalesce((select {column} from {calls} where {key}"
+                "coalesce((select {column} from {executions} where {key}"
                 " and created_at >= %(created_from)s"
                 " order by created_at, call_id limit 1), 9223372036854775807)"
-            ).format(column=column, calls=self.calls, key=self._key(key))
+            ).format(column=column, executions=self.executions, key=self._key(key))
         high_dates = (
             sql.SQL(" and created_at <= %(created_to)s") if filters.created_to else sql.SQL("")
         )
         if filters.created_to is not None:
             params["created_to"] = filters.created_to
         high = sql.SQL(
-            "coalesce((select {column} from {calls} where {key}{dates}"
+            "coalesce((select {column} from {executions} where {key}{dates}"
             " order by created_at desc, call_id desc limit 1), 0)"
-        ).format(column=column, calls=self.calls, key=self._key(key), dates=high_dates)
+        ).format(column=column, executions=self.executions, key=self._key(key), dates=high_dates)
         bounds = sql.SQL("select {low} as low, {high} as high").format(low=low, high=high)
         total = sql.SQL("select greatest(high - low + 1, 0) from bounds")
         return total, bounds, params
@@ -187,8 +186,8 @@ class Warehouse:
         self, filters: Filters
     ) -> tuple[sql.Composable, sql.Composable, dict[str, Any]]:
         conditions, params = where(filters)
-        total = sql.SQL("select count(*) from {calls} where {conditions}").format(
-            calls=self.calls, conditions=conditions
+        total = sql.SQL("select count(*) from {executions} where {conditions}").format(
+            executions=self.executions, conditions=conditions
         )
         return total, sql.SQL("select 1 as low, 0 as high"), params
 
