@@ -175,6 +175,19 @@ def modelled_warehouse(pii_safe_warehouse: Pipeline) -> Pipeline:
     return pii_safe_warehouse
 
 
+def as_loaded(call: dict[str, t.Any]) -> dict[str, t.Any]:
+    """A call the fake API serves, as the tap emits it and target-postgres stores it: durations
+    as integers, older calls' `conversation_time` as `conversation_duration`, `batch_id` always."""
+    loaded = dict(call)
+    if "conversation_time" in loaded:
+        loaded["conversation_duration"] = loaded.pop("conversation_time")
+    loaded.setdefault("batch_id", None)
+    for part in ("telephony_data", "transfer_call_data"):
+        if loaded.get(part) and isinstance(loaded[part].get("duration"), str):
+            loaded[part] = {**loaded[part], "duration": int(loaded[part]["duration"])}
+    return loaded
+
+
 def clean_environment() -> dict[str, str]:
     """Our environment without any tap/target/Meltano settings a developer may have exported."""
     env = {
