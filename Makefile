@@ -32,13 +32,14 @@ test: bootstrap  ## The whole test suite (what .ci/run runs), PostgreSQL end-to-
 
 e2e: bootstrap  ## Only the Meltano + PostgreSQL end-to-end tests
 	$(UV) sync --locked
-	$(UV) run pytest tests/test_meltano_e2e.py tests/test_dbt.py tests/test_analysis.py tests/test_pii_safe.py
+	$(UV) run pytest tests/test_meltano_e2e.py tests/test_dbt.py tests/test_analysis.py tests/test_pii_safe.py tests/test_api.py
 
-lint: bootstrap  ## ruff and mypy
+lint: bootstrap  ## ruff and mypy (the tap, and the HTTP endpoint in api/)
 	$(UV) sync --locked
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy tap_bolna
+	$(UV) run mypy api/bolna_api
 
 clean:  ## Remove Meltano's plugin venvs/state, demo output and caches (not .venv)
 	rm -rf .meltano output .pytest_cache .ruff_cache .mypy_cache

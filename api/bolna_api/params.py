@@ -78,10 +78,13 @@ class Cursor:
         try:
             text = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)).decode()
             created_at, call_id, page_number = text.split("|")
-            return cls(dt.datetime.fromisoformat(created_at), call_id, int(page_number))
+            cursor = cls(dt.datetime.fromisoformat(created_at), call_id, int(page_number))
+            if cursor.page_number < 2 or cursor.created_at.tzinfo is not None:  # noqa: PLR2004
+                raise ValueError(text)  # noqa: TRY301 - one message for every bad cursor
         except (ValueError, binascii.Error, UnicodeDecodeError):
             msg = "cursor: not a cursor this endpoint gave (use the Link header's URL as it is)"
             raise BadParameterError(msg) from None
+        return cursor
 
 
 @dataclass(frozen=True)

@@ -242,7 +242,7 @@ class Warehouse:
 
 
 async def stream(
-    conn: AsyncConnection, statement: sql.Composable, params: dict[str, Any]
+    conn: AsyncConnection, statement: sql.Composed, params: dict[str, Any]
 ) -> AsyncIterator[tuple[Any, ...]]:
     """Rows of one statement as PostgreSQL sends them (one snapshot, no client-side buffer)."""
     cursor = conn.cursor()

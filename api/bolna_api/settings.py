@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
@@ -93,7 +93,7 @@ class Settings:
             statement_timeout_ms=integer("statement_timeout_ms", 10_000, 1, 3_600_000),
         )
 
-    def connection_kwargs(self) -> dict[str, str | int]:
+    def connection_kwargs(self) -> dict[str, Any]:
         """psycopg.connect() arguments. Every statement runs in a read-only transaction."""
         return {
             "host": self.postgres_host,

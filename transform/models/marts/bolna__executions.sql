@@ -24,7 +24,12 @@
             {'columns': ['agent_id', 'agent_call_number']},
             {'columns': ['batch_id', 'batch_call_number']},
         ],
-        post_hook=["{{ number_calls() }}", "analyze {{ this }}"],
+        post_hook=[
+            "{{ number_calls('call_number', none) }}",
+            "{{ number_calls('agent_call_number', 'agent_id') }}",
+            "{{ number_calls('batch_call_number', 'batch_id') }}",
+            "analyze {{ this }}",
+        ],
     )
 }}
 
