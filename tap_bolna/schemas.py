@@ -26,6 +26,7 @@ from tap_bolna.statuses import (
     EXECUTION_STATUSES,
     FINAL_EXECUTION_STATUSES,
     PENDING_EXECUTION_STATUSES,
+    RETRYABLE_EXECUTION_STATUSES,
 )
 
 
@@ -39,7 +40,9 @@ _PENDING_OR_FINAL = (
     + ", ".join(f"`{status}`" for status in PENDING_EXECUTION_STATUSES)
     + ". Final: "
     + ", ".join(f"`{status}`" for status in FINAL_EXECUTION_STATUSES)
-    + "."
+    + " (of these, "
+    + ", ".join(f"`{status}`" for status in RETRYABLE_EXECUTION_STATUSES)
+    + " until Bolna's auto-retry puts the call back to `scheduled`, under the same id)."
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -357,6 +360,21 @@ EXECUTION_SCHEMA = th.PropertiesList(
         "context_details",
         th.ObjectType(additional_properties=True),
         description="Custom variable data injected in the call",
+    ),
+    th.Property(
+        "scheduled_at",
+        th.DateTimeType,
+        description="When the call is (re)scheduled to be placed, e.g. by auto-retry",
+    ),
+    th.Property(
+        "retry_count",
+        th.IntegerType,
+        description="How many times auto-retry has placed this call again (same id)",
+    ),
+    th.Property(
+        "retry_history",
+        th.ArrayType(th.ObjectType(additional_properties=True)),
+        description="The earlier attempts of an auto-retried call, as Bolna records them",
     ),
 )
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import functools
 import sys
 import typing as t
 from http import HTTPStatus
@@ -23,6 +22,7 @@ from tap_bolna.fetch_plan import (
 )
 from tap_bolna.progress import AgentProgress
 from tap_bolna.windows import (
+    FALLBACK_HISTORY_DAYS,
     AgentBookmark,
     AgentSync,
     EmitFilter,
@@ -70,10 +70,9 @@ class AgentsStream(BolnaStream):
     def announce_to_children(self, agents: list[dict[str, t.Any]]) -> None:
         """Tell per-agent streams which agents come, in order, before their syncs start."""
         contexts = [self.get_child_context(agent, None) for agent in agents]
-        names = {agent["id"]: str(agent.get("agent_name") or "unnamed") for agent in agents}
         for child in self.child_streams:
             if isinstance(child, AgentScopedStream):
-                child.announce_agents(contexts, names)
+                child.announce_agents(contexts, {agent["id"]: agent for agent in agents})
 
     def fetch_agent(self, agent_id: str) -> dict[str, t.Any]:
         """An agent the list does not show; a 404 names the configured id."""
@@ -104,8 +103,8 @@ class AgentScopedStream(BolnaStream):
 
     parent_stream_type = AgentsStream
 
-    def announce_agents(self, contexts: list[Context], names: dict[str, str]) -> None:
-        """The agents the parent is about to sync, in order, and their names."""
+    def announce_agents(self, contexts: list[Context], agents: dict[str, Record]) -> None:
+        """The agents the parent is about to sync, in order, and their records by id."""
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
@@ -197,12 +196,17 @@ class ExecutionsStream(AgentScopedStream):
         self._sync_time = dt.datetime.now(dt.timezone.utc)
         self.fetches = AgentFetches(self.plan_agent, self.new_fetch_plan)
         self._page_request: t.Callable[..., requests.Response] | None = None
-        self._agent_names: dict[str, str] = {}
+        self._agents: dict[str, Record] = {}
+        self._said_history_assumed = False
 
     @property
     def lookback(self) -> LookBack:
-        """How far incremental syncs read again behind each agent's bookmark."""
-        return LookBack(self.config["lookback_minutes"], self.config["pending_lookback_days"])
+        """How far incremental syncs read again, and how long they follow calls."""
+        return LookBack(
+            self.config["lookback_minutes"],
+            self.config["pending_lookback_days"],
+            self.config["retry_horizon_hours"],
+        )
 
     @override
     def parse_response(self, response: requests.Response) -> Iterable[dict]:
@@ -218,17 +222,20 @@ class ExecutionsStream(AgentScopedStream):
 
     @override
     def get_url_params(self, context: Context | None, next_page_token: t.Any | None) -> dict:
+        if not context or "from" not in context or "to" not in context:  # pragma: no cover
+            msg = "an executions request without from/to: Bolna refuses it (a bug in the tap)"
+            raise RuntimeError(msg)
         params = {"page_number": next_page_token or 1, "page_size": self.config["page_size"]}
         params.update(self.filter_params())
-        if context and "from" in context:
-            params["from"], params["to"] = context["from"], context["to"]
+        params["from"], params["to"] = context["from"], context["to"]
         return params
 
     @override
-    def announce_agents(self, contexts: list[Context], names: dict[str, str]) -> None:
+    def announce_agents(self, contexts: list[Context], agents: dict[str, Record]) -> None:
         # A new sync of the parent starts: one "now", on Bolna's clock, for every agent.
         self._sync_time = self.server_clock.now()
-        self._agent_names = names
+        self._agents = agents
+        self._said_history_assumed = False
         self.fetches.announce(contexts if self.selected else [])
         offset = self.server_clock.offset.total_seconds()
         if abs(offset) >= CLOCK_OFFSET_WORTH_SAYING_SECONDS:
@@ -249,8 +256,8 @@ class ExecutionsStream(AgentScopedStream):
             now=self._sync_time,
             lookback=self.lookback,
         )
-        name = self._agent_names.get(agent.agent_id)
-        label = f"{name} ({agent.agent_id})" if name else agent.agent_id
+        name = (self._agents.get(agent.agent_id) or {}).get("agent_name") or "unnamed"
+        label = f"{name} ({agent.agent_id})" if agent.agent_id in self._agents else agent.agent_id
         progress = AgentProgress(self.logger, label, len(agent.windows))
         try:
             with self.get_http_request_counter() as request_counter:
@@ -265,18 +272,18 @@ class ExecutionsStream(AgentScopedStream):
                     emit.complete(window)
                     self.checkpoint(context, agent.bookmark)
                     progress.window_done(window)
+                    if emit.gone:
+                        self.warn_gone(agent, emit.gone)
+                        emit.gone.clear()
         except BaseException:
             self.fetches.close()  # an error or a signal ends the sync: stop the workers
             raise
-        if agent.has_no_calls:
-            # Remember that the agent had no calls, so the next sync starts from here.
-            agent.bookmark.synced_through = agent.end
-            self.checkpoint(context, agent.bookmark)
         progress.agent_done(new=emit.new, changed=emit.changed, pending=len(agent.bookmark.pending))
         self.stats.count_agent(progress.emitted)
 
     def plan_agent(self, context: Context) -> AgentSync:
         """Plan one agent's sync from its stored bookmark (see `windows.plan_agent`)."""
+        created_at = (self._agents.get(context["agent_id"]) or {}).get("created_at")
         agent = plan_agent(
             context,
             AgentBookmark.from_state(self.stored_partition_state(context)),
@@ -284,11 +291,21 @@ class ExecutionsStream(AgentScopedStream):
             start_date=self.configured_time("start_date"),
             end_date=self.configured_time("end_date"),
             window_days=self.config["window_days"],
+            page_size=self.config["page_size"],
             lookback=self.lookback,
-            oldest_created_at=functools.partial(self.oldest_created_at, context),
+            agent_created_at=parse_timestamp(str(created_at)) if created_at else None,
         )
         if agent.expired_pending:
             self.warn_expired_pending(agent)
+        if agent.history_assumed and not self._said_history_assumed:
+            self._said_history_assumed = True  # once a sync: it is the same for every agent
+            self.logger.warning(
+                "Bolna gave agent %s no created_at: its history is read from %d days ago "
+                "(%s); set start_date to read from elsewhere.",
+                agent.agent_id,
+                FALLBACK_HISTORY_DAYS,
+                agent.windows[0].params()["from"] if agent.windows else "nothing to read",
+            )
         return agent
 
     def stored_partition_state(self, context: Context) -> Mapping[str, t.Any]:
@@ -320,7 +337,17 @@ class ExecutionsStream(AgentScopedStream):
         Not the SDK's paginator: it fetches a window's pages one after another, and the
         fetch plan needs any page of any window, in parallel.
         """
-        context = {**job.context, **job.window.params()}
+        window = job.window
+        if window.call_id is not None and page_number == 1:
+            try:
+                record = self.get_json(f"/executions/{window.call_id}", {})
+            except BolnaAPIError as exc:
+                if exc.status_code != HTTPStatus.NOT_FOUND:
+                    raise
+                # Not found by id: read its window once before it is dropped (EmitFilter.gone).
+            else:
+                return Page(records=[record], total=1, has_more=False)
+        context = {**job.context, **window.params()}
         prepared = self.build_prepared_request(
             method="GET",
             url=self.get_url(context),
@@ -364,8 +391,18 @@ class ExecutionsStream(AgentScopedStream):
         # newest created_at seen, so they are not kept at all. (No public hook for this.)
         return
 
+    def warn_gone(self, agent: AgentSync, gone: list[str]) -> None:
+        """Say that followed calls Bolna no longer has are no longer followed."""
+        self.logger.warning(
+            "Agent %s: %d followed call(s) are gone (HTTP 404 by id, and not listed in their "
+            "window), e.g. %s; no longer followed.",
+            agent.agent_id,
+            len(gone),
+            gone[0],
+        )
+
     def warn_expired_pending(self, agent: AgentSync) -> None:
-        """Say that calls pending for longer than the look-back are no longer followed."""
+        """Say that calls pending for longer than the follow horizon are no longer followed."""
         expired = agent.expired_pending
         self.logger.warning(
             "Agent %s: %d call(s) still pending after %d days (oldest created %s, e.g. %s) "
@@ -376,23 +413,6 @@ class ExecutionsStream(AgentScopedStream):
             min(call["created_at"] for call in expired.values()),
             next(iter(sorted(expired))),
         )
-
-    def oldest_created_at(self, context: Context) -> dt.datetime | None:
-        """`created_at` of the agent's oldest call (None if it has none): two small requests.
-
-        The list is newest first, so with one call per page the oldest is on page `total`.
-        If calls arrive in between, `has_more` is still true and we follow the new total.
-        """
-        path = self.get_url(context).removeprefix(self.url_base)
-        params: dict[str, t.Any] = {**self.filter_params(), "page_size": 1, "page_number": 1}
-        body = self.get_json(path, params)
-        while body.get("has_more"):
-            total = body.get("total")
-            next_page = total if isinstance(total, int) and total > params["page_number"] else None
-            params["page_number"] = next_page or params["page_number"] + 1
-            body = self.get_json(path, params)
-        calls = body.get("data") or []
-        return parse_timestamp(calls[-1]["created_at"]) if calls else None
 
     def configured_time(self, setting: str) -> dt.datetime | None:
         """A date setting as an aware UTC datetime (already validated by the tap)."""

@@ -66,9 +66,14 @@ def partitions(state: dict[str, t.Any]) -> dict[str, dict[str, t.Any]]:
     return {p["context"]["agent_id"]: p for p in parts}
 
 
+# Paces far above the fake's per-minute limits: most tests send a few dozen requests and
+# should not wait for them; tests/test_rate_limit.py runs the default pace and the limits.
+FAST_PACE = {"max_requests_per_minute": 60_000, "max_other_requests_per_minute": 60_000}
+
+
 def make_config(api: FakeBolnaServer, **overrides: t.Any) -> dict[str, t.Any]:
     """A tap config pointing at the fake API."""
-    return {"api_key": API_KEY, "api_url": api.url, **overrides}
+    return {"api_key": API_KEY, "api_url": api.url, **FAST_PACE, **overrides}
 
 
 def days_ago(days: float) -> str:

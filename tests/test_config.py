@@ -3,6 +3,8 @@ environment variables work, and discovery and --about describe the tap."""
 
 from __future__ import annotations
 
+import datetime as dt
+
 import json
 import os
 import subprocess
@@ -14,6 +16,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tap_bolna.tap import api_url_problem
+from tap_bolna.windows import parse_timestamp
 from tests.conftest import API_KEY, REPO_ROOT, days_ago, run_tap, run_tap_cli, tap_command
 
 if t.TYPE_CHECKING:
@@ -275,25 +278,31 @@ def test_connection_test_with_a_good_key_says_so_in_one_line(
 ) -> None:
     api, world = small_account.api, small_account.world
     first = world.agent_ids[0]
-    calls = sum(call["agent_id"] == first for call in world.executions.values())
-    started = time.monotonic()
     result = run_tap_cli(tmp_path, small_account.config(), "--test")
-    assert time.monotonic() - started < STARTUP_SECONDS + 1
     assert result.returncode == 0, result.stderr
+    assert [request.path for request in api.requests] == [
+        "/v2/agent/all",
+        f"/v2/agent/{first}/executions",
+    ]
+    # Bolna refuses an executions request without a date range: the last 7 days.
+    query = api.requests[1].query
+    start, end = parse_timestamp(query["from"]), parse_timestamp(query["to"])
+    assert dt.timedelta(days=7) - dt.timedelta(seconds=1) <= end - start <= dt.timedelta(days=7)
+    calls = sum(
+        call["agent_id"] == first and start <= parse_timestamp(call["created_at"]) <= end
+        for call in world.executions.values()
+    )
+    assert 0 < calls < sum(call["agent_id"] == first for call in world.executions.values())
     verdicts = [line for line in result.stderr.splitlines() if "Connection test" in line]
     assert [line.split(" | ")[-1] for line in verdicts] == [
         (
             f"Connection test passed: {api.url} accepted the API key; 2 agents; "
-            f"agent {first} has {calls} calls (2 requests)"
+            f"agent {first} has {calls} calls in the last 7 days (2 requests)"
         )
     ]
     assert "| INFO" in verdicts[0]
     assert error_lines(result.stderr) == []
     assert "| WARNING" not in result.stderr
-    assert [request.path for request in api.requests] == [
-        "/v2/agent/all",
-        f"/v2/agent/{first}/executions",
-    ]
     assert result.raw_stdout == ""  # a check, not a sync: no Singer messages
     assert API_KEY not in result.stderr
 
