@@ -226,12 +226,16 @@ def _int_param(query: dict[str, str], name: str, default: int) -> int | None:
         return None
 
 
-def _date_range(query: dict[str, str]) -> tuple[str | None, str | None]:
-    has_from, has_to = "from" in query, "to" in query
-    if has_from != has_to:
-        raise _error(400, "from and to must be provided together")
-    if not has_from:
-        return None, None
+def _date_range(query: dict[str, str]) -> tuple[str, str]:
+    # The live API requires both on every request: there is no "whole history" listing.
+    missing = [f"'{name}'" for name in ("from", "to") if name not in query]
+    if missing:
+        noun = "parameters" if len(missing) > 1 else "parameter"
+        raise _error(
+            400,
+            f"Missing required query {noun}: {' and '.join(missing)} "
+            "(UTC ISO 8601 datetimes at most 7 days apart)",
+        )
     created_from = parse_query_time(query["from"], name="from", round_up=True)
     created_to = parse_query_time(query["to"], name="to", round_up=False)
     # Stored timestamps are fixed-width UTC, so string order is time order.
