@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -19,6 +20,7 @@ import pytest
 import requests
 
 from tests.fake_api import (
+    DEFAULT_RATE_LIMITS,
     FINAL_STATUSES,
     MOVING_STATUSES,
     PENDING_STATUSES,
@@ -26,6 +28,7 @@ from tests.fake_api import (
     TERMINAL_STATUSES,
     UNDOCUMENTED_STATUSES,
     FakeBolnaServer,
+    RateLimit,
     World,
 )
 from tests.fake_api.world import format_timestamp, parse_timestamp
@@ -1214,6 +1217,227 @@ def test_in_flight_refusal_without_retry_after_leaves_faults_and_hooks_armed(api
     assert api.peak_in_flight == 0
 
 
+# ---------------------------------------------------------------- rate limits
+
+
+class FakeClock:
+    """Seconds for `rate_limit_clock` that move only when a test says so."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.contextmanager
+def limited_api(world: World | None = None, **options):
+    """A server on a fresh small world with a hand-moved rate-limit clock, and a session."""
+    clock = FakeClock()
+    with (
+        FakeBolnaServer(world or small_world(calls=30), api_key=KEY, **options) as api,
+        requests.Session() as session,
+    ):
+        api.rate_limit_clock = clock
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        yield api, session, clock
+
+
+def statuses(session, url: str, count: int) -> list[int]:
+    return [session.get(url).status_code for _ in range(count)]
+
+
+def test_default_limits_are_the_documented_ones(api):
+    assert dict(DEFAULT_RATE_LIMITS) == {
+        "agent": RateLimit(requests=500, per_seconds=60.0),
+        "default": RateLimit(requests=1000, per_seconds=60.0),
+    }
+    assert api.rate_limits == dict(DEFAULT_RATE_LIMITS)
+    assert all(limit.mode == "sliding" for limit in DEFAULT_RATE_LIMITS.values())
+    assert all(limit.retry_after is None for limit in DEFAULT_RATE_LIMITS.values())
+
+
+def test_the_501st_agent_request_in_a_minute_gets_429_without_retry_after():
+    with limited_api() as (api, session, clock):
+        agent_id = api.world.agent_ids[0]
+        agent_url = f"{api.url}/v2/agent/{agent_id}"
+        call_id = next(iter(api.world.executions))
+        admitted = statuses(session, agent_url, 500)
+        refused = session.get(agent_url)
+        listing = session.get(executions_url(api, agent_id), params=WHOLE_WINDOW)
+        by_id = session.get(f"{api.url}/executions/{call_id}")  # the other group
+        clock.now = 1059.999
+        still_refused = session.get(agent_url).status_code
+        clock.now = 1060.0  # a minute after the first 500
+        after_the_window = session.get(agent_url).status_code
+        counts = api.rate_limit_counts
+        logged = Counter(entry.status for entry in api.requests)
+
+    assert admitted == [200] * 500
+    assert (refused.status_code, listing.status_code, by_id.status_code) == (429, 429, 200)
+    assert "Retry-After" not in refused.headers
+    assert refused.headers["Content-Type"] == "application/json"
+    assert refused.json() == {
+        "message": "Rate limit exceeded: 500 requests per 60 seconds for this organisation"
+    }
+    assert (still_refused, after_the_window) == (429, 200)
+    assert counts == {
+        "agent": {"admitted": 501, "refused": 3},
+        "default": {"admitted": 1, "refused": 0},
+    }
+    assert logged == {200: 502, 429: 3}
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        # Sliding: the 20 sent at 9 s still count at 10 s, and have left by 19 s.
+        ("sliding", ([200] * 20 + [429], [429] * 20, [200] * 20)),
+        # Fixed: the count restarts at 10 s, so 40 pass within a second; at 19 s it is full.
+        ("fixed", ([200] * 20 + [429], [200] * 20, [429] * 20)),
+    ],
+)
+def test_sliding_and_fixed_windows_differ_at_the_window_boundary(mode, expected):
+    with limited_api() as (api, session, clock):
+        api.set_rate_limit("agent", 20, per_seconds=10, mode=mode)
+        url = f"{api.url}/v2/agent/all"
+        clock.now = 9.0
+        at_9 = statuses(session, url, 21)
+        clock.now = 10.0
+        at_10 = statuses(session, url, 20)
+        clock.now = 19.0
+        at_19 = statuses(session, url, 20)
+
+    assert (at_9, at_10, at_19) == expected
+
+
+def test_a_scaled_window_on_the_real_clock_admits_again_once_it_has_passed():
+    with FakeBolnaServer(small_world(calls=30), api_key=KEY) as api, requests.Session() as session:
+        session.headers["Authorization"] = f"Bearer {KEY}"
+        api.set_rate_limit("agent", 20, per_seconds=0.5)
+        url = f"{api.url}/v2/agent/all"
+        started = time.monotonic()
+        burst_statuses = statuses(session, url, 21)
+        burst_seconds = time.monotonic() - started
+        time.sleep(max(0.0, started + 0.55 - time.monotonic()))
+        after = session.get(url).status_code
+
+    assert burst_seconds < 0.5, "the burst must fit in one window for this test to mean anything"
+    assert burst_statuses == [200] * 20 + [429]
+    assert after == 200
+
+
+def test_refused_requests_are_logged_but_do_not_use_up_the_window():
+    with limited_api() as (api, session, clock):
+        api.set_rate_limit("agent", 3, per_seconds=60)
+        url = f"{api.url}/v2/agent/all"
+        clock.now = 0.0
+        first = statuses(session, url, 3)
+        refused = []
+        for moment in (1.0, 2.0):
+            clock.now = moment
+            refused += statuses(session, url, 1)
+        clock.now = 60.0  # the first three have left; the refused two were never counted
+        later = statuses(session, url, 4)
+        logged = [entry.status for entry in api.requests]
+        counts = api.rate_limit_counts["agent"]
+
+    assert first + refused + later == [200, 200, 200, 429, 429, 200, 200, 200, 429]
+    assert logged == first + refused + later
+    assert counts == {"admitted": 6, "refused": 3}
+
+
+def test_used_by_others_leaves_the_client_the_rest_of_the_limit():
+    with limited_api() as (api, session, _clock):
+        api.set_rate_limit("agent", 20, per_seconds=60, used_by_others=10)
+        agent_side = statuses(session, f"{api.url}/v2/agent/all", 11)
+        default_side = statuses(session, f"{api.url}/user/me", 11)
+        limit = api.rate_limits["agent"]
+
+    assert agent_side == [200] * 10 + [429]
+    assert default_side == [200] * 11
+    assert (limit.requests, limit.used_by_others, limit.capacity) == (20, 10, 10)
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "group"),
+    [
+        ("GET", "/v2/agent/all", "agent"),
+        ("GET", "/v2/agent/{agent}", "agent"),
+        ("GET", "/v2/agent/{agent}/executions", "agent"),
+        ("POST", "/call", "agent"),
+        ("GET", "/executions/{call}", "default"),
+        ("GET", "/executions/{call}/log", "default"),
+        ("GET", "/batches/{agent}/all", "default"),
+        ("GET", "/user/me", "default"),
+        ("GET", "/sub-accounts/all", "default"),
+    ],
+)
+def test_each_path_counts_against_its_documented_group(method, path, group):
+    with limited_api() as (api, session, _clock):
+        target = path.format(agent=api.world.agent_ids[0], call=next(iter(api.world.executions)))
+        api.set_rate_limit(group, 0)
+        refused = session.request(method, f"{api.url}{target}", params=WHOLE_WINDOW)
+        api.set_rate_limit(group, None)
+        admitted = session.request(method, f"{api.url}{target}", params=WHOLE_WINDOW)
+        counts = api.rate_limit_counts[group]
+
+    assert refused.status_code == 429
+    assert admitted.status_code != 429
+    assert counts == {"admitted": 1, "refused": 1}
+
+
+def test_limits_can_be_lifted_set_with_retry_after_and_refuse_nonsense():
+    with limited_api(rate_limits=None) as (api, session, _clock):
+        url = f"{api.url}/v2/agent/all"
+        lifted = api.rate_limits
+        unlimited = statuses(session, url, 30)
+        api.set_rate_limit("agent", 0, retry_after=3)
+        refused = session.get(url)
+        api.set_rate_limit("agent", None)
+        again = session.get(url).status_code
+
+    assert lifted == {"agent": None, "default": None}
+    assert unlimited == [200] * 30
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "3"
+    assert again == 200
+    with pytest.raises(ValueError, match="group"):
+        api.set_rate_limit("calls", 10)
+    for bad in ({"requests": -1}, {"requests": 5, "used_by_others": 6}, {"per_seconds": 0}):
+        with pytest.raises(ValueError, match=r"requests|per_seconds"):
+            api.set_rate_limit("agent", **{"requests": 5, **bad})
+    with pytest.raises(ValueError, match="mode"):
+        api.set_rate_limit("agent", 5, mode="leaky")
+
+
+def test_requests_without_a_valid_key_get_403_not_429():
+    with limited_api() as (api, session, _clock):
+        api.set_rate_limit("agent", 0)
+        url = f"{api.url}/v2/agent/all"
+        valid = session.get(url).status_code
+        wrong = requests.get(url, headers={"Authorization": "Bearer wrong-key"}, timeout=5)
+        counts = api.rate_limit_counts["agent"]
+
+    assert (valid, wrong.status_code) == (429, 403)
+    assert counts == {"admitted": 0, "refused": 1}
+    # Each key is its own organisation for now; a key the API refuses has none.
+    assert api.organisation_of(KEY) == KEY
+    assert api.organisation_of("wrong-key") is None
+    assert api.organisation_of(None) is None
+
+
+def test_in_flight_refusals_are_not_counted_by_the_rate_limit(api, session):
+    api.max_in_flight = 0
+    try:
+        refused = session.get(f"{api.url}/v2/agent/all")
+    finally:
+        api.max_in_flight = None
+
+    assert refused.json() == {"message": "Too many concurrent requests"}
+    assert api.rate_limit_counts["agent"] == {"admitted": 0, "refused": 0}
+
+
 # ---------------------------------------------------------------- server clock
 
 IMF_FIXDATE = re.compile(r"[A-Z][a-z]{2}, \d\d [A-Z][a-z]{2} \d{4} \d\d:\d\d:\d\d GMT")
@@ -1303,3 +1527,30 @@ def test_cli_sets_clock_offset_and_in_flight_limit():
     assert refused.status_code == 429
     assert refused.headers["Retry-After"] == "7"
     assert abs(served_date(refused) - expected) < timedelta(seconds=2)
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        (
+            (
+                "--agent-rate-limit", "4", "--used-by-others-share", "0.5",
+                "--default-rate-limit", "1", "--rate-limit-retry-after", "9",
+            ),
+            {"agent": [200, 200, 429], "default": [200, 429], "retry_after": "9"},
+        ),
+        (
+            ("--agent-rate-limit", "0", "--default-rate-limit", "0", "--no-rate-limits"),
+            {"agent": [200, 200, 200], "default": [200, 200], "retry_after": None},
+        ),
+    ],
+)  # fmt: skip
+def test_cli_sets_the_rate_limits(options, expected):
+    with cli_server(*options) as url, requests.Session() as session:
+        session.headers["Authorization"] = "Bearer demo-key"
+        agent = [session.get(f"{url}/v2/agent/all") for _ in range(3)]
+        default = [session.get(f"{url}/user/me") for _ in range(2)]
+
+    assert [r.status_code for r in agent] == expected["agent"]
+    assert [r.status_code for r in default] == expected["default"]
+    assert agent[-1].headers.get("Retry-After") == expected["retry_after"]
