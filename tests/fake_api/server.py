@@ -2,7 +2,9 @@
 
 Standard library only. It speaks HTTP/1.1 with keep-alive, so a `requests.Session` reuses one
 connection, and it can be told to misbehave (status codes, HTML bodies, dropped connections,
-latency) for the next few requests, which is how the tap's error handling is tested.
+latency) for the next few requests, which is how the tap's error handling is tested. By default
+it enforces the live API's rules: `from` and `to` on every executions request, and the
+per-organisation rate limits (429 without Retry-After).
 """
 
 from __future__ import annotations
@@ -21,10 +23,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.fake_api.rate_limits import DEFAULT_RATE_LIMITS, RateLimit, RateLimiter, WindowMode
 from tests.fake_api.world import ALL_STATUSES, format_timestamp
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from types import TracebackType
 
     from typing_extensions import Self
@@ -226,12 +229,16 @@ def _int_param(query: dict[str, str], name: str, default: int) -> int | None:
         return None
 
 
-def _date_range(query: dict[str, str]) -> tuple[str | None, str | None]:
-    has_from, has_to = "from" in query, "to" in query
-    if has_from != has_to:
-        raise _error(400, "from and to must be provided together")
-    if not has_from:
-        return None, None
+def _date_range(query: dict[str, str]) -> tuple[str, str]:
+    # The live API requires both on every request: there is no "whole history" listing.
+    missing = [f"'{name}'" for name in ("from", "to") if name not in query]
+    if missing:
+        noun = "parameters" if len(missing) > 1 else "parameter"
+        raise _error(
+            400,
+            f"Missing required query {noun}: {' and '.join(missing)} "
+            "(UTC ISO 8601 datetimes at most 7 days apart)",
+        )
     created_from = parse_query_time(query["from"], name="from", round_up=True)
     created_to = parse_query_time(query["to"], name="to", round_up=False)
     # Stored timestamps are fixed-width UTC, so string order is time order.
@@ -323,12 +330,11 @@ class _Handler(BaseHTTPRequestHandler):
             for name, values in parse_qs(split.query, keep_blank_values=True).items()
         }
         api = self.server.api
-        if not api.admit():
+        refusal = api.try_admit(api.organisation_of(self._bearer_token()), path)
+        if refusal is not None:
             # Refused at the door, like a gateway: no latency, faults and hooks stay armed.
             api.log(LoggedRequest(self.command, path, query, 429))
-            retry_after = api.in_flight_retry_after
-            headers = {"Retry-After": retry_after} if retry_after is not None else {}
-            self._send(429, _json(IN_FLIGHT_REFUSAL), JSON_TYPE, headers)
+            self._send(429, *refusal)
             return
         try:
             if api.latency:
@@ -372,8 +378,11 @@ class _Handler(BaseHTTPRequestHandler):
             return error.status, _json(error.body), JSON_TYPE, {}
 
     def _authorized(self) -> bool:
+        return self.server.api.organisation_of(self._bearer_token()) is not None
+
+    def _bearer_token(self) -> str | None:
         scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
-        return scheme.lower() == "bearer" and token.strip() == self.server.api.api_key
+        return token.strip() if scheme.lower() == "bearer" else None
 
 
 def _fault_answer(fault: _Fault) -> tuple[int, bytes, str, dict[str, str]]:
@@ -445,13 +454,33 @@ class FakeBolnaServer:
     `max_in_flight` (None = no limit) makes it refuse, at once, with 429 and
     `Retry-After: in_flight_retry_after` (no header if None), any request that arrives while
     that many are being answered; `peak_in_flight` is the most answered at once.
+
+    Like the live API, it limits requests per organisation and route group (see
+    `rate_limits.py`): by default 500 a minute on `/v2/agent/...` and `/call`, 1,000 a minute
+    elsewhere, in a sliding window, refused with 429 `{"message": ...}` and no Retry-After.
+    `set_rate_limit` changes or lifts a group's limit (scale the window for tests, e.g. 20
+    requests per 0.5 s); `rate_limits=None` starts with none. Refused requests are logged with
+    status 429 but do not count against the window; `rate_limit_counts` tells admitted from
+    refused per group. Only requests with a valid key are limited (others get their 403).
     """
 
-    def __init__(self, world: World, api_key: str = "test-key", *, port: int = 0) -> None:
-        """Serve `world` to clients presenting `api_key` as a bearer token; port 0 = any free."""
+    def __init__(
+        self,
+        world: World,
+        api_key: str = "test-key",
+        *,
+        port: int = 0,
+        rate_limits: Mapping[str, RateLimit | None] | None = DEFAULT_RATE_LIMITS,
+    ) -> None:
+        """Serve `world` to clients presenting `api_key` as a bearer token; port 0 = any free.
+
+        `rate_limits` maps a group ("agent", "default") to its limit; a group left out, or
+        None, has no limit, and `rate_limits=None` lifts them all.
+        """
         self.world = world
         self.api_key = api_key
         self._port = port
+        self._rate_limiter = RateLimiter(rate_limits)
         self.latency = 0.0
         self.max_in_flight: int | None = None
         self.in_flight_retry_after: str | None = "1"
@@ -562,31 +591,106 @@ class FakeBolnaServer:
         """The most requests answered at the same time since start or `reset_stats`.
 
         A request counts from when it is parsed until its answer is written (latency included);
-        requests refused by `max_in_flight` do not count.
+        requests refused by `max_in_flight` or a rate limit do not count.
         """
         with self._lock:
             return self._peak_in_flight
 
     def reset_stats(self) -> None:
-        """Start `peak_in_flight` again from the requests being answered right now."""
+        """Start `peak_in_flight` from the requests being answered now, rate counts from zero."""
         with self._lock:
             self._peak_in_flight = self._in_flight
+        self._rate_limiter.reset_counts()
 
-    def admit(self) -> bool:
-        """Count a request in, or return False when `max_in_flight` are already being answered."""
+    def try_admit(
+        self, organisation: str | None, path: str
+    ) -> tuple[bytes, str, dict[str, str]] | None:
+        """Count a request in and return None, or return the 429 body, type and headers.
+
+        Refused when `max_in_flight` are already being answered, or when the organisation's
+        rate limit for the path's group is used up (requests without an organisation, i.e.
+        without a valid key, are not rate limited). Called by the handler threads.
+        """
         with self._lock:
             if self.max_in_flight is not None and self._in_flight >= self.max_in_flight:
-                return False
+                retry_after = self.in_flight_retry_after
+                headers = {"Retry-After": retry_after} if retry_after is not None else {}
+                return _json(IN_FLIGHT_REFUSAL), JSON_TYPE, headers
+            if organisation is not None:
+                limit = self._rate_limiter.admit(organisation, path)
+                if limit is not None:
+                    headers = {"Retry-After": limit.retry_after} if limit.retry_after else {}
+                    return _json({"message": limit.refusal_message()}), JSON_TYPE, headers
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
             self._last_activity = time.monotonic()
-            return True
+            return None
 
     def release(self) -> None:
-        """Count out a request admitted by `admit`, once its answer is written."""
+        """Count out a request admitted by `try_admit`, once its answer is written."""
         with self._lock:
             self._in_flight -= 1
             self._last_activity = time.monotonic()
+
+    # ------------------------------------------------------------------ rate limits
+
+    def organisation_of(self, api_key: str | None) -> str | None:
+        """The organisation whose limits a key uses, None for a key the API does not accept.
+
+        Each key is its own organisation for now; sub-account keys would map to their parent's.
+        """
+        return api_key if api_key is not None and api_key == self.api_key else None
+
+    def set_rate_limit(  # noqa: PLR0913 - one knob per documented property of the limit
+        self,
+        group: str,
+        requests: int | None,
+        *,
+        per_seconds: float = 60.0,
+        used_by_others: int = 0,
+        mode: WindowMode = "sliding",
+        retry_after: str | float | None = None,
+    ) -> None:
+        """Limit `group` ("agent" or "default") to `requests` per `per_seconds`; None lifts it.
+
+        `used_by_others` of those go to the customer's own apps, leaving the client under test
+        `requests - used_by_others` per window. `mode` "sliding" counts the requests admitted
+        in the last `per_seconds`; "fixed" resets the count at each multiple of `per_seconds`
+        on `rate_limit_clock`. `retry_after` is sent as Retry-After on refusals (none if None).
+        The group's windows start empty again.
+        """
+        limit = None
+        if requests is not None:
+            limit = RateLimit(
+                requests=requests,
+                per_seconds=per_seconds,
+                used_by_others=used_by_others,
+                mode=mode,
+                retry_after=None if retry_after is None else str(retry_after),
+            )
+        self._rate_limiter.set_limit(group, limit)
+
+    @property
+    def rate_limits(self) -> dict[str, RateLimit | None]:
+        """Each group's limit right now (None: no limit)."""
+        return self._rate_limiter.limits
+
+    @property
+    def rate_limit_counts(self) -> dict[str, dict[str, int]]:
+        """Per group, requests `admitted` and `refused` by the rate limit since `reset_stats`.
+
+        Counts requests with a valid key only; those refused by `max_in_flight` are in neither.
+        """
+        return self._rate_limiter.counts()
+
+    @property
+    def rate_limit_clock(self) -> Callable[[], float]:
+        """Seconds on a monotonic clock (`time.monotonic`); tests may replace it to skip ahead."""
+        return self._rate_limiter.clock
+
+    @rate_limit_clock.setter
+    def rate_limit_clock(self, clock: Callable[[], float]) -> None:
+        self._rate_limiter.clock = clock
 
     # ------------------------------------------------------------------ changes between requests
 
@@ -604,7 +708,7 @@ class FakeBolnaServer:
         `page_number` parameter equals `page_number` (a request without one counts as page 1).
         The answer then reflects the change, e.g. calls inserted into or removed from a window
         while a client pages through it. Every armed action that matches runs, oldest first;
-        requests refused by `max_in_flight` neither run nor use one up.
+        requests refused by `max_in_flight` or a rate limit neither run nor use one up.
         """
         if times > 0:
             wanted_page = None if page_number is None else str(page_number)
