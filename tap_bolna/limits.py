@@ -40,6 +40,10 @@ FIRST_PAUSE_SECONDS = 1.0
 LONGEST_PAUSE_SECONDS = 60.0
 
 
+def _sleep(seconds: float) -> None:
+    time.sleep(seconds)
+
+
 def route_group(path: str) -> str:
     """Which of Bolna's limits a request path counts against."""
     return EXECUTIONS_ROUTES if path.startswith("/v2/agent/") or path == "/call" else OTHER_ROUTES
@@ -63,16 +67,19 @@ class RequestPacer:
         name: str = EXECUTIONS_ROUTES,
         logger: logging.Logger | None = None,
         clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] | None = None,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        """`clock`, `sleep` and `jitter` (0..1) are injectable so tests need not wait."""
+        """`clock`, `sleep` and `jitter` (0..1) are injectable so tests need not wait.
+
+        The default sleep looks up `time.sleep` when it sleeps, as the backoff library does.
+        """
         self.maximum = float(per_minute)
         self.pace = self.maximum
         self.name = name
         self._logger = logger or logging.getLogger(__name__)
         self._clock = clock
-        self._sleep = sleep
+        self._sleep = sleep or _sleep
         self._jitter = jitter
         self._lock = threading.Lock()
         self._next_slot = 0.0
