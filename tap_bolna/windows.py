@@ -237,7 +237,7 @@ class AgentBookmark:
             recent=dict(recent) if isinstance(recent, dict) else None,
             calls_per_day=dict(per_day) if isinstance(per_day, dict) else {},
             legacy=synced_through is not None
-            and partition_state.get("state_version") != STATE_VERSION,
+            and (partition_state.get("state_version") != STATE_VERSION or recent is None),
         )
 
     def write_to(self, partition_state: dict[str, t.Any]) -> None:

@@ -18,6 +18,7 @@ from tap_bolna.tap import TapBolna
 
 # Session fixtures of the Meltano + PostgreSQL tests, here so that every module shares one of each.
 from tests.e2e_support import (  # noqa: F401
+    FAST_PACE,
     loaded_warehouse,
     meltano_project,
     modelled_warehouse,
@@ -64,11 +65,6 @@ def partitions(state: dict[str, t.Any]) -> dict[str, dict[str, t.Any]]:
     """The executions stream's partition states by agent id."""
     parts = state["bookmarks"]["executions"]["partitions"]
     return {p["context"]["agent_id"]: p for p in parts}
-
-
-# Paces far above the fake's per-minute limits: most tests send a few dozen requests and
-# should not wait for them; tests/test_rate_limit.py runs the default pace and the limits.
-FAST_PACE = {"max_requests_per_minute": 60_000, "max_other_requests_per_minute": 60_000}
 
 
 def make_config(api: FakeBolnaServer, **overrides: t.Any) -> dict[str, t.Any]:

@@ -31,6 +31,9 @@ if t.TYPE_CHECKING:
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MELTANO = str(Path(sys.executable).parent / "meltano")
 API_KEY = "e2e-key"
+# Paces far above the fake's per-minute limits (which stay on): most tests send a few dozen
+# requests and need not wait for them; tests/test_rate_limit.py runs the default pace.
+FAST_PACE = {"max_requests_per_minute": 60_000, "max_other_requests_per_minute": 60_000}
 STATE_ID = "dev:tap-bolna-to-target-postgres"
 SCHEMA = "bolna"  # tap-bolna's load_schema in meltano.yml: target-postgres's default schema
 PII_SAFE_SCHEMA = "bolna_pii_safe"  # tap-bolna--pii-safe's load_schema
@@ -124,6 +127,8 @@ def serve_pipeline(
                     "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
                     "TAP_BOLNA_API_URL": api.url,
                     "TAP_BOLNA_API_KEY": API_KEY,
+                    # The fake's per-minute limits stay on; these tests need not wait for them.
+                    **{f"TAP_BOLNA_{name.upper()}": str(pace) for name, pace in FAST_PACE.items()},
                     "TARGET_POSTGRES_HOST": postgres.host,
                     "TARGET_POSTGRES_PORT": str(postgres.port),
                     "TARGET_POSTGRES_USER": postgres.user,

@@ -4,7 +4,6 @@ environment variables work, and discovery and --about describe the tap."""
 from __future__ import annotations
 
 import datetime as dt
-
 import json
 import os
 import subprocess

@@ -174,7 +174,9 @@ def test_requests_outside_the_page_loop_are_retried_too(
     first = run_tap(full_config(small_account, retry_horizon_hours=0))
     world.complete_pending(ids=[call_id], status="completed")
     small_account.api.clear_requests()
-    small_account.api.fail_next(2, status=429, retry_after="3", path_contains=f"/executions/{call_id}")
+    small_account.api.fail_next(
+        2, status=429, retry_after="3", path_contains=f"/executions/{call_id}"
+    )
     result = run_tap(small_account.config(retry_horizon_hours=0), state=first.final_state)
     assert result.ids() == [call_id]
     assert backoff_sleeps == [3.0, 3.0]

@@ -99,7 +99,8 @@ def failed_within(world: World, horizon: dt.timedelta) -> set[str]:
     return {
         call_id
         for call_id, call in world.executions.items()
-        if call["status"] in RETRYABLE_FINAL_STATUSES and parse_timestamp(call["updated_at"]) > since
+        if call["status"] in RETRYABLE_FINAL_STATUSES
+        and parse_timestamp(call["updated_at"]) > since
     }
 
 
@@ -155,9 +156,7 @@ def test_pending_calls_stay_followed_until_final(account: FakeAccount) -> None:
     second = run_tap(config, state=first.final_state)
     assert set(second.ids()) == set(half)
     followed = {i for p in partitions(second.final_state).values() for i in p["pending_calls"]}
-    assert followed == set(still_pending) - set(half) | failed_within(
-        account.world, RETRY_HORIZON
-    )
+    assert followed == set(still_pending) - set(half) | failed_within(account.world, RETRY_HORIZON)
 
     account.world.complete_pending()
     third = run_tap(config, state=second.final_state)

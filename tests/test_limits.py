@@ -45,7 +45,7 @@ class VirtualClock:
 
 
 def pacer(per_minute: float, clock: VirtualClock, seed: int = 1, **options) -> RequestPacer:
-    jitter = random.Random(seed).random
+    jitter = random.Random(seed).random  # noqa: S311 - reproducible jitter, not secrets
     return RequestPacer(per_minute, clock=clock.clock, sleep=clock.sleep, jitter=jitter, **options)
 
 

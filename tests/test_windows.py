@@ -383,7 +383,7 @@ def test_a_backfill_window_remembers_only_calls_the_next_sync_may_read() -> None
         ("balance-low", False),
     ],
 )
-def test_which_calls_are_followed(status: str, followed: bool) -> None:
+def test_which_calls_are_followed(status: str, followed: bool) -> None:  # noqa: FBT001
     now = T0 + 2 * DAY
     emit = emit_filter(AgentBookmark(), now)
     record = {**call("x", now - HOUR, status), "updated_at": format_timestamp(now - HOUR)}
