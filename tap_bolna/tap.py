@@ -131,7 +131,7 @@ class TapBolna(Tap):
         ),
         th.Property(
             "retry_horizon_hours",
-            th.NumberType(minimum=0),
+            th.IntegerType(minimum=0),
             default=LookBack.retry_hours,
             description=(
                 "How many hours after its last change a no-answer, busy, failed or error call "
@@ -195,7 +195,7 @@ class TapBolna(Tap):
         ),
         th.Property(
             "max_requests_per_minute",
-            th.NumberType(exclusive_minimum=0),
+            th.IntegerType(minimum=1),
             default=DEFAULT_EXECUTIONS_PER_MINUTE,
             description=(
                 "Pace of requests to Bolna's agent routes (executions, agents), spread evenly "
@@ -206,7 +206,7 @@ class TapBolna(Tap):
         ),
         th.Property(
             "max_other_requests_per_minute",
-            th.NumberType(exclusive_minimum=0),
+            th.IntegerType(minimum=1),
             default=DEFAULT_OTHER_PER_MINUTE,
             description=(
                 "Pace of requests to Bolna's other routes (a call by id, batches, phone "

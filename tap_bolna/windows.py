@@ -183,7 +183,7 @@ class LookBack:
     pending_days: int = 35
     # no-answer, busy, failed and error calls are followed this long after their updated_at,
     # for Bolna's auto-retry (by default 30, 60 and 120 minutes apart) to put them back.
-    retry_hours: float = 6
+    retry_hours: int = 6
 
     def horizon(self, now: dt.datetime) -> dt.datetime:
         """The oldest `created_at` of a call a sync at `now` still follows."""

@@ -60,7 +60,7 @@ def test_the_status_lists_are_the_taps() -> None:
     variables = dbt_project()["vars"]
     assert tuple(variables["bolna_pending_statuses"]) == PENDING_EXECUTION_STATUSES
     assert tuple(variables["bolna_final_statuses"]) == FINAL_EXECUTION_STATUSES
-    assert len(variables["bolna_pending_statuses"] + variables["bolna_final_statuses"]) == 15
+    assert len(variables["bolna_pending_statuses"] + variables["bolna_final_statuses"]) == 16
     assert set(variables["bolna_failed_statuses"]) == FAILED_STATUSES
 
 

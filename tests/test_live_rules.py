@@ -10,10 +10,14 @@ moves on the fake's server clock, which the tap reads from the `Date` header.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import math
+import subprocess
+import sys
 import typing as t
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -178,6 +182,15 @@ def test_an_auto_retried_call_ends_with_its_last_outcome(quiet: Edge) -> None:
     emitted = [record["status"] for record in quiet.sync(start_date=days_ago(5)).records()]
     assert "no-answer" in emitted
     assert followed(quiet.state) == {call_id: "no-answer"}  # type: ignore[arg-type]
+    shown = subprocess.run(
+        [str(Path(sys.executable).with_name("tap-bolna-state")), "--json"],
+        input=json.dumps(quiet.state),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (row,) = json.loads(shown.stdout)
+    assert row["pending_calls"] == {"no-answer": 1}, "the inspector shows retry-followed calls"
 
     quiet.world.clock_offset += 30 * MINUTE
     quiet.world.retry_calls([call_id], after=dt.timedelta(0))  # retried 30 minutes later

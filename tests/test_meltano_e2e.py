@@ -377,6 +377,44 @@ def test_calls_listed_late_reach_postgres_once_each(pipeline: Pipeline) -> None:
     assert {"newest_created_at", "recent_calls", "pending_calls"} <= partition_keys
 
 
+def test_retried_and_disconnected_calls_end_completed_in_postgres(pipeline: Pipeline) -> None:
+    """call-disconnected -> completed, and no-answer -> scheduled -> completed: one row each."""
+    world = pipeline.world
+    agent_id = world.agent_ids[0]
+    hours_ago = world.server_now() - dt.timedelta(hours=3)  # outside the look-back
+    (disconnected,) = world.add_calls(1, agent_id=agent_id, created_at=hours_ago, status="ringing")
+    world.disconnect_calls([disconnected])
+    (retried,) = world.add_calls(1, agent_id=agent_id, created_at=hours_ago, status="no-answer")
+
+    pipeline.run("run", "tap-bolna", "target-postgres")
+    statuses = assert_exactly_one_row_per_call(pipeline)
+    assert (statuses[disconnected], statuses[retried]) == ("call-disconnected", "no-answer")
+
+    world.clock_offset += dt.timedelta(minutes=30)
+    world.complete_pending(ids=[disconnected], status="completed")
+    world.retry_calls([retried], after=dt.timedelta(0))  # Bolna's auto-retry: the same id
+    pipeline.run("run", "tap-bolna", "target-postgres")
+    assert assert_exactly_one_row_per_call(pipeline)[retried] == "scheduled"
+
+    world.clock_offset += dt.timedelta(minutes=5)
+    world.complete_pending(ids=[retried], status="completed")
+    pipeline.run("run", "tap-bolna", "target-postgres")
+    statuses = assert_exactly_one_row_per_call(pipeline)
+    assert (statuses[disconnected], statuses[retried]) == ("completed", "completed")
+    with pipeline.connect() as conn:
+        rows = conn.execute(
+            "SELECT id, total_cost, transcript, retry_count FROM bolna.executions "
+            "WHERE id = ANY(%s) ORDER BY id",
+            ([disconnected, retried],),
+        ).fetchall()
+    expected = sorted((call_id, world.executions[call_id]) for call_id in (disconnected, retried))
+    assert [(row[0], float(row[1]), row[2], row[3]) for row in rows] == [
+        (call_id, float(call["total_cost"]), call["transcript"], call.get("retry_count"))
+        for call_id, call in expected
+    ]
+    assert all(row[1] > 0 and row[2] for row in rows), "cost and transcript came with completed"
+
+
 def test_stream_selection(pipeline: Pipeline) -> None:
     """The default selection leaves out execution_logs; `meltano select --exclude` drops more."""
     meltano_yml = pipeline.project / "meltano.yml"
