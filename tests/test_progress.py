@@ -22,7 +22,8 @@ WINDOW_DONE = re.compile(
 )
 AGENT_DONE = re.compile(
     r"Agent (?P<name>.+) \((?P<id>[0-9a-f-]+)\): (?P<new>[\d,]+) new calls, (?P<changed>[\d,]+) "
-    r"changed since emitted \(status or data\), (?P<pending>[\d,]+) pending calls still followed\."
+    r"changed since emitted \(status or data\), (?P<pending>[\d,]+) calls still followed "
+    r"\(they can still change\)\."
 )
 SYNC_DONE = re.compile(
     r"Sync done: (?P<calls>[\d,]+) calls from (?P<agents>\d+) agent\(s\), (?P<requests>[\d,]+) "
