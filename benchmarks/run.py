@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmarks.bare_loop import windows as first_sync_windows
 from benchmarks.harness import (
     ROOT,
     TAP,
@@ -41,9 +42,12 @@ from benchmarks.harness import (
     run_child,
     tap_settings,
 )
+from tests.fake_api.server import parse_query_time
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+
+    from tests.fake_api import World
 
 SECTIONS = ("overhead", "memory", "dense", "agents", "throttle", "profile")
 OVERHEAD_GOAL = 1.3  # tap wall time / bare loop wall time (the goal after that: 1.15)
@@ -183,9 +187,10 @@ def overhead_section(size: WorldSize, runs: int, files: TapFiles) -> list[Row]:
     heading(f"Overhead: tap-bolna vs a bare requests loop, {size.describe()}, page_size 50")
     print(
         "  Both sides are child processes: interpreter start-up and imports are included.\n"
-        "  The tap (no start_date) probes each agent's oldest call and walks 7-day windows;\n"
-        "  the bare loop pages through each agent's calls without dates. Catalog: only\n"
-        "  `executions` selected (`agents`, its parent, is still read once but not emitted)."
+        "  Both walk the same 7-day windows, from each agent's created_at less a day to now\n"
+        "  (the tap: no start_date). Paces lifted, the fake's rate limits off: the tap's own\n"
+        "  cost. Catalog: only `executions` selected (`agents`, its parent, is still read\n"
+        "  once but not emitted)."
     )
     tap_startup_argv = [str(TAP), "--about", "--format=json"]
     bare_startup_argv = [sys.executable, "-c", "import json, requests"]
@@ -358,9 +363,9 @@ def speedup_section(  # noqa: PLR0913
         f"Latency-bound ({name}): max_workers {' vs '.join(map(str, counts))}, "
         f"{size.describe()}, {plan.latency_seconds} s per response"
     )
-    print("  Every agent's calls fit in one 7-day window: the pages of a window in parallel.")
     sides: dict[int, list[Measurement]] = {workers: [] for workers in counts}
     with fake_api(size, latency=plan.latency_seconds) as api:
+        print(f"  {describe_windows(api.world)}: the pages of a window in parallel.")
         argvs = {w: files.tap_argv(files.config(api, max_workers=w)) for w in counts}
         for run in range(1, runs + 1):
             for workers in counts:
@@ -444,6 +449,29 @@ def throttle_section(plan: Plan, runs: int, files: TapFiles) -> list[Row]:
             f"{eager_wall / matched_wall:.2f}x",
         ),
     ]
+
+
+def describe_windows(world: World) -> str:
+    """How the first sync's windows (as bare_loop.py walks them) split each agent's calls."""
+    now = dt.datetime.now(dt.timezone.utc)
+    walked, holding, densest = 0, 0, 0
+    with world.lock:
+        for agent_id, agent in world.agents.items():
+            for created_from, created_to in first_sync_windows(agent["created_at"], now):
+                total, _ = world.list_executions(
+                    agent_id,
+                    created_from=parse_query_time(created_from, name="from", round_up=True),
+                    created_to=parse_query_time(created_to, name="to", round_up=False),
+                    page_size=1,
+                )
+                walked += 1
+                holding += total > 0
+                densest = max(densest, total)
+    agents = len(world.agents)
+    return (
+        f"{walked / agents:g} 7-day windows per agent from its created_at less a day, "
+        f"{holding / agents:g} of them with calls (the densest {densest:,} calls)"
+    )
 
 
 def check_records(size: WorldSize, measurements: list[Measurement]) -> None:
