@@ -364,8 +364,8 @@ def bare_loop_argv(api: FakeBolnaServer) -> list[str]:
     return [sys.executable, str(BARE_LOOP), api.url, API_KEY, str(PAGE_SIZE)]
 
 
-def tap_settings() -> set[str]:
-    """Setting names the installed tap accepts (from `--about`)."""
+def tap_settings() -> dict[str, dict[str, object]]:
+    """The settings the installed tap accepts, by name, with their schema (from `--about`)."""
     about = subprocess.run(
         [str(TAP), "--about", "--format=json"],
         capture_output=True,
@@ -374,7 +374,8 @@ def tap_settings() -> set[str]:
         env=child_environment(),
         timeout=120,
     )
-    return set(json.loads(about.stdout)["settings"]["properties"])
+    properties: dict[str, dict[str, object]] = json.loads(about.stdout)["settings"]["properties"]
+    return properties
 
 
 def machine_info() -> dict[str, str]:
