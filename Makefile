@@ -8,10 +8,10 @@ UV = $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 # Compiled .pyc files make every meltano/tap start-up ~2.5x faster; plugin venvs get them too.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help bootstrap install demo test e2e lint clean
+.PHONY: help bootstrap install demo test e2e lint hub-definition clean
 
 help:  ## List the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 bootstrap:  ## Install uv into .tools/ if it is not on PATH
 	@command -v uv >/dev/null 2>&1 || test -x .tools/bin/uv || { \
@@ -39,6 +39,10 @@ lint: bootstrap  ## ruff and mypy
 	$(UV) run ruff check .
 	$(UV) run ruff format --check .
 	$(UV) run mypy tap_bolna
+
+hub-definition: bootstrap  ## Regenerate meltano-hub/tap-bolna.yml from tap-bolna --about (after a settings change)
+	$(UV) sync --locked
+	$(UV) run python scripts/hub_definition.py
 
 clean:  ## Remove Meltano's plugin venvs/state, demo output and caches (not .venv)
 	rm -rf .meltano output .pytest_cache .ruff_cache .mypy_cache
