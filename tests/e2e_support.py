@@ -53,8 +53,9 @@ PHONE_HASH_SALT = "e2e-phone-hash-salt-5b9e"  # BOLNA_PHONE_HASH_SALT for the PI
 COMMAND_TIMEOUT = 300
 # Not copied into the temp project: local environments, caches, output, secrets.
 NOT_COPIED = shutil.ignore_patterns(
-    ".git", ".venv", ".tools", ".meltano", "output", ".env", "__pycache__", "*_cache", "*.egg-info"
-)
+    ".git", ".venv", ".venv-*", ".tools", ".meltano", "output", "dist", ".env", "__pycache__",
+    "*_cache", "*.egg-info",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
