@@ -82,6 +82,35 @@ def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return project
 
 
+@dataclass(frozen=True)
+class Distributions:
+    """What `uv build` made of this checkout: the source distribution and the wheel."""
+
+    sdist: Path
+    wheel: Path
+
+
+@pytest.fixture(scope="session")
+def distributions(tmp_path_factory: pytest.TempPathFactory) -> Distributions:
+    """`uv build` of this checkout, once per session (README "Cutting a release")."""
+    out = tmp_path_factory.mktemp("dist")
+    # `uv run` (how make runs the tests) names itself in $UV.
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if not uv:
+        pytest.fail("uv not found: run the tests with `make test` or `uv run pytest`")
+    built = subprocess.run(
+        [uv, "build", "--out-dir", str(out), str(PROJECT_ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (sdist,) = out.glob("*.tar.gz")
+    (wheel,) = out.glob("*.whl")
+    return Distributions(sdist, wheel)
+
+
 @dataclass
 class Pipeline:
     """Everything one test needs to run Meltano against its own databases."""
