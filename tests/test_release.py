@@ -12,6 +12,8 @@ import sys
 import tarfile
 import typing as t
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from email.parser import Parser
 from pathlib import Path
 
@@ -112,62 +114,81 @@ def test_uv_build_makes_an_sdist_and_a_wheel_of_this_version(distributions: Dist
         assert expected in members, expected
 
 
-def python_params() -> list[t.Any]:
-    return [pytest.param(version, id=f"python{version}") for version in claimed_versions()]
+# Nothing of the test run's own environment: as a user's shell would be.
+PLAIN_ENV = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH", "UV"}}
+
+
+@dataclass(frozen=True)
+class PipInstall:
+    """The wheel installed by plain pip into an empty venv of one Python, or why not."""
+
+    python: str | None  # None: this machine has no such Python
+    venv: Path
+    returncode: int = 0
+    stderr: str = ""
+
+    def run(self, command: str, *args: str) -> str:
+        """A command of the venv, its stdout; fails the test when it exits non-zero."""
+        done = subprocess.run(
+            [str(self.venv / "bin" / command), *args],
+            capture_output=True,
+            text=True,
+            env=PLAIN_ENV,
+            timeout=COMMAND_TIMEOUT,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+
+def pip_install(version: str, wheel: Path, venv: Path) -> PipInstall:
+    """`python -m venv` and `pip install <wheel>`, as a user without uv would."""
+    python = find_python(version)
+    if python is None:
+        return PipInstall(None, venv)
+    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=COMMAND_TIMEOUT)
+    installed = subprocess.run(
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
+        capture_output=True,
+        text=True,
+        env=PLAIN_ENV,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    return PipInstall(python, venv, installed.returncode, installed.stderr)
+
+
+@pytest.fixture(scope="module")
+def pip_installs(
+    distributions: Distributions, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, PipInstall]:
+    """The wheel installed on every claimed Python, two at a time (mostly waiting on pip)."""
+    root = tmp_path_factory.mktemp("pip")
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        started = {
+            version: pool.submit(pip_install, version, distributions.wheel, root / version)
+            for version in claimed_versions()
+        }
+    return {version: future.result() for version, future in started.items()}
 
 
 @pytest.mark.e2e
-@pytest.mark.parametrize("version", python_params())
+@pytest.mark.parametrize("version", claimed_versions())
 def test_the_wheel_installs_with_pip_and_says_its_version(
-    distributions: Distributions, version: str, tmp_path: Path
+    pip_installs: dict[str, PipInstall], version: str
 ) -> None:
-    """Plain `python -m venv` and `pip install <wheel>`, as a user without uv would."""
-    python = find_python(version)
-    if python is None:
+    install = pip_installs[version]
+    if install.python is None:
         message = f"Python {version} is claimed (requires-python) but not on this machine"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    venv = tmp_path / "venv"
-    subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=COMMAND_TIMEOUT)
-    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONPATH"}}
-    installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(distributions.wheel)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=COMMAND_TIMEOUT,
-        check=False,
+    assert install.returncode == 0, install.stderr[-3000:]
+    runs_on = install.run("python", "-c", "import sys; print('%d.%d' % sys.version_info[:2])")
+    assert runs_on.strip() == version
+    assert install.run("tap-bolna", "--version").startswith(
+        f"tap-bolna v{VERSION}, Meltano SDK v0.54."
     )
-    assert installed.returncode == 0, installed.stderr[-3000:]
-    printed = subprocess.run(
-        [str(venv / "bin" / "tap-bolna"), "--version"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    ).stdout
-    assert printed.startswith(f"tap-bolna v{VERSION}, Meltano SDK v0.54.")
-    about = subprocess.run(
-        [str(venv / "bin" / "tap-bolna"), "--about", "--format=json"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=True,
-    ).stdout
-    assert version in json.loads(about)["supported_python_versions"]
-    runs_on = subprocess.run(
-        [str(venv / "bin" / "python"), "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    assert runs_on == version
-    state_help = subprocess.run(
-        [str(venv / "bin" / "tap-bolna-state"), "--help"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
-    assert state_help.returncode == 0, state_help.stderr
+    about = json.loads(install.run("tap-bolna", "--about", "--format=json"))
+    assert version in about["supported_python_versions"]
+    assert "usage: tap-bolna-state" in install.run("tap-bolna-state", "--help")
