@@ -19,6 +19,7 @@ from tap_bolna.tap import TapBolna
 # Session fixtures of the Meltano + PostgreSQL tests, here so that every module shares one of each.
 from tests.e2e_support import (  # noqa: F401
     FAST_PACE,
+    distributions,
     loaded_warehouse,
     meltano_project,
     modelled_warehouse,

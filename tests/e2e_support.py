@@ -56,8 +56,9 @@ PHONE_HASH_SALT = "e2e-phone-hash-salt-5b9e"  # BOLNA_PHONE_HASH_SALT for the PI
 COMMAND_TIMEOUT = 300
 # Not copied into the temp project: local environments, caches, output, secrets.
 NOT_COPIED = shutil.ignore_patterns(
-    ".git", ".venv", ".tools", ".meltano", "output", ".env", "__pycache__", "*_cache", "*.egg-info"
-)
+    ".git", ".venv", ".venv-*", ".tools", ".meltano", "output", "dist", ".env", "__pycache__",
+    "*_cache", "*.egg-info",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -82,6 +83,35 @@ def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # tap-bolna--pii-safe and dbt-postgres--pii-safe share their parents' virtualenvs.
     assert "Installed 4/6 plugins" in result.stdout + result.stderr
     return project
+
+
+@dataclass(frozen=True)
+class Distributions:
+    """What `uv build` made of this checkout: the source distribution and the wheel."""
+
+    sdist: Path
+    wheel: Path
+
+
+@pytest.fixture(scope="session")
+def distributions(tmp_path_factory: pytest.TempPathFactory) -> Distributions:
+    """`uv build` of this checkout, once per session (README "Cutting a release")."""
+    out = tmp_path_factory.mktemp("dist")
+    # `uv run` (how make runs the tests) names itself in $UV.
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if not uv:
+        pytest.fail("uv not found: run the tests with `make test` or `uv run pytest`")
+    built = subprocess.run(
+        [uv, "build", "--out-dir", str(out), str(PROJECT_ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (sdist,) = out.glob("*.tar.gz")
+    (wheel,) = out.glob("*.whl")
+    return Distributions(sdist, wheel)
 
 
 @dataclass

@@ -33,6 +33,9 @@ from tests.e2e_support import (
 from tests.fake_api import World
 from tests.fake_api.world import parse_timestamp
 
+# Meltano and PostgreSQL: run once, on one Python (`make test`; `make e2e` runs only these).
+pytestmark = pytest.mark.e2e
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path

@@ -43,6 +43,9 @@ from tests.e2e_support import (
 from tests.fake_api import FINAL_STATUSES, PENDING_STATUSES, FakeBolnaServer, World
 from tests.postgres import PostgresServer
 
+# Meltano and PostgreSQL: run once, on one Python (`make test`; `make e2e` runs only these).
+pytestmark = pytest.mark.e2e
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 

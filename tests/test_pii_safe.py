@@ -31,6 +31,9 @@ from tests.e2e_support import (
 )
 from tests.fake_api import FakeBolnaServer, World
 
+# Meltano and PostgreSQL: run once, on one Python (`make test`; `make e2e` runs only these).
+pytestmark = pytest.mark.e2e
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
 
