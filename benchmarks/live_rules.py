@@ -142,8 +142,8 @@ def pacing_section(
         config = files.config(
             api,
             page_size=PACING_PAGE_SIZE,
-            max_requests_per_minute=paces["agent"] * SCALE,
-            max_other_requests_per_minute=paces["default"] * SCALE,
+            max_requests_per_minute=int(paces["agent"] * SCALE),
+            max_other_requests_per_minute=int(paces["default"] * SCALE),
         )
         argv = files.tap_argv(config)
         for run in range(1, runs + 1):
