@@ -34,9 +34,10 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator
 
     from backoff.types import Details
-    from singer_sdk.helpers.types import Record
+    from singer_sdk.helpers.types import Context, Record
     from singer_sdk.streams.rest import RequestFunc
 
+    from tap_bolna.accounts import AccountKeys
     from tap_bolna.limits import AdaptiveConcurrency, Pacing
 
 
@@ -184,6 +185,20 @@ class ServerClock:
         return dt.datetime.now(dt.timezone.utc) + self.offset
 
 
+class AccountKeyAuthenticator(BearerTokenAuthenticator):
+    """Bearer auth that keeps the key `AccountKeys.authorize` chose for the request's account.
+
+    The SDK authenticates a prepared request again just before sending it, with one key per
+    stream; the parent key is only the default.
+    """
+
+    @override
+    def authenticate_request(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if "Authorization" in request.headers:
+            return request
+        return super().authenticate_request(request)
+
+
 class BolnaStream(RESTStream):
     """Base for every Bolna stream: one place for URL, auth, errors and retries."""
 
@@ -193,6 +208,8 @@ class BolnaStream(RESTStream):
     concurrency: AdaptiveConcurrency | None = None
     server_clock: ServerClock = ServerClock()
     stats: SyncStats = SyncStats()
+    # Which key each account's requests carry (set by the tap); without it, the parent key.
+    accounts: AccountKeys | None = None
     reports_sync_summary = False
 
     @property
@@ -203,7 +220,7 @@ class BolnaStream(RESTStream):
     @property
     @override
     def authenticator(self) -> BearerTokenAuthenticator:
-        return BearerTokenAuthenticator(token=self.config["api_key"])
+        return AccountKeyAuthenticator(token=self.config["api_key"])
 
     @property
     @override
@@ -261,10 +278,12 @@ class BolnaStream(RESTStream):
     @override
     def request_decorator(self, func: RequestFunc) -> RequestFunc:
         pacing, concurrency, clock = self.pacing, self.concurrency, self.server_clock
-        stats = self.stats
+        stats, accounts = self.stats, self.accounts
 
         def guarded(*args: t.Any, **kwargs: t.Any) -> requests.Response:  # noqa: ANN401
             raise_if_cancelled()  # a closed fetch plan sends nothing more, retries included
+            if accounts is not None:  # `_request(prepared, context)`: the context's account
+                accounts.authorize(args[0], args[1] if len(args) > 1 else kwargs.get("context"))
             pacer = pacing.for_path(self.route_path(args[0])) if pacing is not None else None
             token = concurrency.acquire() if concurrency is not None else 0
             stats.count_request()
@@ -388,10 +407,17 @@ class BolnaStream(RESTStream):
         self.stats.count_retry()
         self.logger.warning("%s", retry_message(details, self.backoff_max_tries()))
 
-    def get_json(self, path: str, params: dict[str, t.Any]) -> t.Any:  # noqa: ANN401
-        """One GET outside the paginated record loop, with the same errors and retries."""
+    def get_json(
+        self, path: str, params: dict[str, t.Any], context: Context | None = None
+    ) -> t.Any:  # noqa: ANN401
+        """One GET outside the paginated record loop, with the same errors and retries.
 
-        def send(prepared: requests.PreparedRequest) -> requests.Response:
+        Sent with the key of the account in `context` (the parent's without one).
+        """
+
+        def send(
+            prepared: requests.PreparedRequest, _context: Context | None = None
+        ) -> requests.Response:
             response = self.requests_session.send(prepared, timeout=self.timeout)
             self.validate_response(response)
             return response
@@ -401,10 +427,10 @@ class BolnaStream(RESTStream):
         )
         # The SDK types its decorator for `_request(prepared, context)`; any callable works.
         request = t.cast(
-            "Callable[[requests.PreparedRequest], requests.Response]",
+            "Callable[[requests.PreparedRequest, Context | None], requests.Response]",
             self.request_decorator(send),  # type: ignore[arg-type]
         )
-        return response_json(request(prepared))
+        return response_json(request(prepared, context))
 
 
 def retry_message(details: Details, max_tries: int) -> str:

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_bolna import schemas
+from tap_bolna.accounts import PARENT, SUB_ACCOUNT_ID, SUB_ACCOUNTS_PATH, Account
 from tap_bolna.client import BolnaAPIError, BolnaStream, response_json
 from tap_bolna.fetch_plan import (
     AgentFetches,
@@ -46,6 +47,13 @@ if t.TYPE_CHECKING:
 CLOCK_OFFSET_WORTH_SAYING_SECONDS = 60
 # Settings passed through unchanged to the executions endpoint as filters.
 EXECUTION_FILTERS = ("status", "call_type", "provider", "batch_id")
+# How Bolna answers a sub-account key it does not accept (or a sub-account deleted meanwhile).
+ACCOUNT_REFUSALS = (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN, HTTPStatus.NOT_FOUND)
+# Bolna sums usage over at most 32 days per request (from the start of the first day to the
+# end of the last one: 32 calendar days).
+USAGE_MAX_DAYS = 32
+# Usage of a day moves while its calls finish: every sync reads today and these days again.
+USAGE_REREAD_DAYS = 3
 
 
 class AgentsStream(BolnaStream):
@@ -58,7 +66,9 @@ class AgentsStream(BolnaStream):
 
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        agents = list(super().get_records(context))  # one bare array: it is in memory already
+        agents: list[dict[str, t.Any]] = []
+        for account in self.account_list():
+            agents += self.list_agents(account)
         wanted = list(dict.fromkeys(self.config.get("agent_ids") or []))
         if wanted:
             listed = {agent["id"]: agent for agent in agents}
@@ -66,6 +76,44 @@ class AgentsStream(BolnaStream):
             agents = [listed.get(agent_id) or self.fetch_agent(agent_id) for agent_id in wanted]
         self.announce_to_children(agents)
         yield from agents
+
+    def account_list(self) -> list[Account]:
+        """The parent account, and the sub-accounts when `include_sub_accounts` is set."""
+        if self.accounts is None:
+            return [PARENT]
+        accounts = self.accounts.accounts(self.get_json)
+        unlisted = self.accounts.unlisted()
+        if unlisted:
+            self.logger.warning(
+                "Bolna lists no sub-account %s (deleted, or not this organisation's): "
+                "skipped; the other accounts are synced.",
+                ", ".join(unlisted),
+            )
+        return accounts
+
+    def list_agents(self, account: Account) -> list[dict[str, t.Any]]:
+        """One account's agents, with that account's key; a refused sub-account has none."""
+        try:
+            agents = self.get_json(self.path or "", {}, account.context)
+        except BolnaAPIError as exc:
+            refused = exc.status_code in ACCOUNT_REFUSALS
+            if account.sub_account_id is None or not refused or self.accounts is None:
+                raise
+            self.accounts.refuse(account.sub_account_id)
+            self.logger.warning(
+                "Bolna refused the key of %s (HTTP %s on %s): skipped this sync; the other "
+                "accounts are synced.",
+                account.label,
+                exc.status_code,
+                self.path,
+            )
+            return []
+        if not isinstance(agents, list):
+            msg = f"Bolna answered {self.path} with {type(agents).__name__}, expected a JSON array"
+            raise BolnaAPIError(msg)
+        for agent in agents:
+            agent[SUB_ACCOUNT_ID] = account.sub_account_id
+        return agents
 
     def announce_to_children(self, agents: list[dict[str, t.Any]]) -> None:
         """Tell per-agent streams which agents come, in order, before their syncs start."""
@@ -77,16 +125,19 @@ class AgentsStream(BolnaStream):
     def fetch_agent(self, agent_id: str) -> dict[str, t.Any]:
         """An agent the list does not show; a 404 names the configured id."""
         try:
-            return t.cast("dict[str, t.Any]", self.get_json(f"/v2/agent/{agent_id}", {}))
+            agent = t.cast("dict[str, t.Any]", self.get_json(f"/v2/agent/{agent_id}", {}))
         except BolnaAPIError as exc:
             if exc.status_code != 404:  # noqa: PLR2004
                 raise
             msg = f"Unknown agent {agent_id!r} in agent_ids: Bolna answered HTTP 404 ({exc.detail})"
             raise BolnaAPIError(msg, status_code=404, detail=exc.detail) from None
+        agent[SUB_ACCOUNT_ID] = None  # read with the parent key: the parent's own agent
+        return agent
 
     @override
     def get_child_context(self, record: Record, context: Context | None) -> Context:
-        return {"agent_id": record["id"]}
+        # The account is one more level of the partition: absent for the parent's own agents.
+        return {**account_context(record), "agent_id": record["id"]}
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
@@ -110,6 +161,7 @@ class AgentScopedStream(BolnaStream):
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         if context and row.get("agent_id") is None:
             row["agent_id"] = context["agent_id"]
+        row[SUB_ACCOUNT_ID] = (context or {}).get(SUB_ACCOUNT_ID)
         return row
 
 
@@ -167,6 +219,129 @@ class AccountStream(BolnaStream):
             raise BolnaAPIError(msg)
         account["synced_at"] = dt.datetime.now(dt.timezone.utc).isoformat()
         yield account
+
+
+class SubAccountsStream(BolnaStream):
+    """The sub-accounts of an agency's parent key (`GET /sub-accounts/all`), without their keys.
+
+    Emits nothing unless `include_sub_accounts` is set. The listing is read once per run and
+    shared with the agents stream (`accounts.AccountKeys`), which keeps the keys.
+    """
+
+    name = "sub_accounts"
+    path = SUB_ACCOUNTS_PATH
+    primary_keys = ("id",)
+    schema = schemas.SUB_ACCOUNT_SCHEMA.to_dict()
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        if self.accounts is not None:
+            yield from self.accounts.sub_accounts(self.get_json)
+
+
+class SubAccountUsageStream(BolnaStream):
+    """Each sub-account's usage and cost per UTC day (`GET /sub-accounts/all/usage`).
+
+    One request per day with usage, for every sub-account at once, after one request per
+    32 days (Bolna's longest range) that finds the days worth asking about. Today and the
+    `USAGE_REREAD_DAYS` before it are read again by every sync: a day's usage still moves
+    while its calls finish. Days without calls or cost give no row.
+    """
+
+    name = "sub_account_usage"
+    path = "/sub-accounts/all/usage"
+    primary_keys = ("sub_account_id", "date")
+    replication_key = "date"
+    is_sorted = False
+    schema = schemas.SUB_ACCOUNT_USAGE_SCHEMA.to_dict()
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        if self.accounts is None:
+            return
+        wanted = {item["id"] for item in self.accounts.sub_accounts(self.get_json)}
+        if not wanted:
+            return
+        first, last = self.usage_days(context)
+        for chunk in day_ranges(first, last, USAGE_MAX_DAYS):
+            totals = self.usage(chunk[0], chunk[-1])
+            if not any(row.get(SUB_ACCOUNT_ID) in wanted and has_usage(row) for row in totals):
+                continue  # nothing in these days: no request per day
+            for day in chunk:
+                rows = totals if len(chunk) == 1 else self.usage(day, day)
+                for row in rows:
+                    if row.get(SUB_ACCOUNT_ID) in wanted and has_usage(row):
+                        yield {**row, "date": day.isoformat()}
+        # The bookmark is the last day read, with or without usage (see _increment_stream_state).
+        state = self.get_context_state(context)
+        state["replication_key"] = self.replication_key
+        state["replication_key_value"] = last.isoformat()
+
+    def usage_days(self, context: Context | None) -> tuple[dt.date, dt.date]:
+        """The first and last UTC day this sync reads."""
+        today = self.server_clock.now().date()
+        end_date = self.config.get("end_date")
+        last = min(today, parse_timestamp(end_date).date()) if end_date else today
+        state = self.get_context_state(context)
+        stored = state.get("replication_key_value")
+        start_date = self.config.get("start_date")
+        if stored and state.get("replication_key") == self.replication_key:
+            first = dt.date.fromisoformat(str(stored)) - dt.timedelta(days=USAGE_REREAD_DAYS)
+            if start_date:
+                first = max(first, parse_timestamp(start_date).date())
+        elif start_date:
+            first = parse_timestamp(start_date).date()
+        else:
+            first = today - dt.timedelta(days=FALLBACK_HISTORY_DAYS)
+        return min(first, last), last
+
+    def usage(self, first: dt.date, last: dt.date) -> list[dict[str, t.Any]]:
+        """Every sub-account's usage from the start of `first` to the end of `last` (UTC)."""
+        start = dt.datetime.combine(first, dt.time(), tzinfo=dt.timezone.utc)
+        end = dt.datetime.combine(last, dt.time.max, tzinfo=dt.timezone.utc)
+        params = {
+            "from": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "to": end.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        body = self.get_json(self.path or "", params)
+        if not isinstance(body, list):
+            msg = f"Bolna answered {self.path} with {type(body).__name__}, expected a JSON array"
+            raise BolnaAPIError(msg)
+        return [row for row in body if isinstance(row, dict)]
+
+    @override
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        # `from` and `to` say which range was summed: here always the row's `date`.
+        row.pop("from", None)
+        row.pop("to", None)
+        return row
+
+    @override
+    def _increment_stream_state(
+        self, latest_record: Record, *, context: Context | None = None
+    ) -> None:
+        # The bookmark is the last day read (get_records), not the newest day with usage:
+        # an idle stretch must not be read again by every sync. (No public hook for this.)
+        return
+
+
+def day_ranges(first: dt.date, last: dt.date, days: int) -> Iterator[list[dt.date]]:
+    """The days from `first` to `last`, in runs of at most `days`."""
+    chunk: list[dt.date] = []
+    day = first
+    while day <= last:
+        chunk.append(day)
+        if len(chunk) == days:
+            yield chunk
+            chunk = []
+        day += dt.timedelta(days=1)
+    if chunk:
+        yield chunk
+
+
+def has_usage(row: Mapping[str, t.Any]) -> bool:
+    """Whether a usage row counts any call or any cost."""
+    return bool(row.get("total_records") or row.get("total_cost"))
 
 
 class ExecutionsStream(AgentScopedStream):
@@ -340,7 +515,7 @@ class ExecutionsStream(AgentScopedStream):
         window = job.window
         if window.call_id is not None and page_number == 1:
             try:
-                record = self.get_json(f"/executions/{window.call_id}", {})
+                record = self.get_json(f"/executions/{window.call_id}", {}, job.context)
             except BolnaAPIError as exc:
                 if exc.status_code != HTTPStatus.NOT_FOUND:
                     raise
@@ -426,7 +601,7 @@ class ExecutionsStream(AgentScopedStream):
 
     @override
     def get_child_context(self, record: Record, context: Context | None) -> Context:
-        return {"execution_id": record["id"]}
+        return {**account_context(record), "execution_id": record["id"]}
 
 
 class ExecutionLogsStream(BolnaStream):
@@ -466,7 +641,14 @@ class ExecutionLogsStream(BolnaStream):
         # Half the key; with no state partition per call the SDK does not copy it in.
         if context:
             row["execution_id"] = context["execution_id"]
+        row[SUB_ACCOUNT_ID] = (context or {}).get(SUB_ACCOUNT_ID)
         return row
+
+
+def account_context(record: Mapping[str, t.Any]) -> dict[str, str]:
+    """The account part of a child's context, from a record's `sub_account_id` (None: nothing)."""
+    sub_account_id = record.get(SUB_ACCOUNT_ID)
+    return {} if sub_account_id is None else {SUB_ACCOUNT_ID: str(sub_account_id)}
 
 
 def normalize_execution(row: dict[str, t.Any]) -> dict[str, t.Any]:

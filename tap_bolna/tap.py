@@ -23,6 +23,7 @@ from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
 from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_bolna import streams
+from tap_bolna.accounts import AccountKeys
 from tap_bolna.client import (
     BACKOFF_MAX_TRIES,
     RETRIABLE_ERRORS,
@@ -105,6 +106,24 @@ class TapBolna(Tap):
             "agent_ids",
             th.ArrayType(th.StringType),
             description="Only these agents (default: every agent from `GET /v2/agent/all`).",
+        ),
+        th.Property(
+            "include_sub_accounts",
+            th.BooleanType,
+            default=False,
+            description=(
+                "Also sync every sub-account of this (enterprise, parent) key: the tap lists "
+                "them with `GET /sub-accounts/all` and reads each one's agents, calls and "
+                "batches with that sub-account's own key, which it keeps in memory for the "
+                "run only. Records carry `sub_account_id` (null for the parent's own data)."
+            ),
+        ),
+        th.Property(
+            "sub_account_ids",
+            th.ArrayType(th.StringType),
+            description=(
+                "Only these sub-accounts (default: every one listed); needs `include_sub_accounts`."
+            ),
         ),
         th.Property(
             "page_size",
@@ -231,7 +250,11 @@ class TapBolna(Tap):
         except ConfigValidationError as exc:  # its lines quote values, a mistyped api_key too
             errors = [hide_secret_value(error, self.config_jsonschema) for error in exc.errors]
             raise ConfigValidationError(str(exc), errors=errors, schema=exc.schema) from None
-        errors = [*api_setting_errors(self.config), *date_setting_errors(self.config)]
+        errors = [
+            *api_setting_errors(self.config),
+            *date_setting_errors(self.config),
+            *sub_account_setting_errors(self.config),
+        ]
         if errors and kwargs.get("validate_config", True):
             msg = "Config validation failed"
             raise ConfigValidationError(msg, errors=errors)
@@ -320,6 +343,11 @@ class TapBolna(Tap):
         wanted = self.config.get("agent_ids") or [agent["id"] for agent in agents[:1]]
         found = f"{len(agents)} agents"
         requests = 1
+        sub_accounts = t.cast("BolnaStream", self.streams["sub_accounts"])
+        if sub_accounts.accounts is not None and sub_accounts.accounts.include_sub_accounts:
+            listed = sub_accounts.accounts.sub_accounts(sub_accounts.get_json)
+            found += f"; {len(listed)} sub-accounts"
+            requests += 1
         if wanted:
             # Bolna requires a date range of at most 7 days on every executions request.
             now = executions.server_clock.now()
@@ -346,12 +374,20 @@ class TapBolna(Tap):
             streams.PhoneNumbersStream(self),
             streams.KnowledgebasesStream(self),
             streams.AccountStream(self),
+            streams.SubAccountsStream(self),
+            streams.SubAccountUsageStream(self),
         ]
         # One pace per route group for every stream and worker, and one view of Bolna's clock.
         pacing = Pacing(self.paces(), logger=self.logger)
         concurrency = AdaptiveConcurrency(self.config["max_workers"], logger=self.logger)
         clock = ServerClock()
         stats = SyncStats()
+        # One place maps an account to its key; streams only see contexts.
+        accounts = AccountKeys(
+            self.config["api_key"],
+            include_sub_accounts=self.config.get("include_sub_accounts", False),
+            sub_account_ids=self.config.get("sub_account_ids"),
+        )
         for stream in found:
             if not any(isinstance(f, ReportedFailureLogFilter) for f in stream.logger.filters):
                 stream.logger.addFilter(ReportedFailureLogFilter())
@@ -359,6 +395,7 @@ class TapBolna(Tap):
             stream.concurrency = concurrency
             stream.server_clock = clock
             stream.stats = stats
+            stream.accounts = accounts
         found[0].reports_sync_summary = True  # once, after every stream has synced
         return found
 
@@ -470,6 +507,13 @@ def hide_secret_value(error: str, config_schema: Mapping[str, t.Any]) -> str:
             expected = " or ".join(kinds) or "valid value"
             return f"{name} must be a {expected} (the value given is not shown: it is secret)"
     return error
+
+
+def sub_account_setting_errors(config: Mapping[str, t.Any]) -> list[str]:
+    """sub_account_ids without include_sub_accounts would silently sync no sub-account."""
+    if config.get("sub_account_ids") and not config.get("include_sub_accounts"):
+        return ["sub_account_ids is set but include_sub_accounts is not: set it to true"]
+    return []
 
 
 def date_setting_errors(config: Mapping[str, t.Any]) -> list[str]:

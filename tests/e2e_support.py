@@ -44,8 +44,11 @@ DBT_MODELS = {
     "stg_bolna__executions",
     "stg_bolna__agents",
     "stg_bolna__batches",
+    "stg_bolna__sub_accounts",
+    "stg_bolna__sub_account_usage",
     "bolna__calls",
     "bolna__agent_daily",
+    "bolna__sub_account_daily",
 }
 # Where each dbt utility compiles models and analyses (its target_path in meltano.yml).
 DBT_TARGET = {

@@ -16,6 +16,7 @@ import re
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
@@ -37,6 +38,9 @@ if TYPE_CHECKING:
 MAX_PAGE_SIZE = 50
 DEFAULT_PAGE_SIZE = 20
 MAX_RANGE = timedelta(days=7)
+MAX_USAGE_RANGE = timedelta(days=32)
+SUB_ACCOUNT_ROUTES = "/sub-accounts/"
+SUB_ACCOUNT_KEY_REFUSAL = {"detail": "Sub-account keys cannot manage sub-accounts"}
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=utf-8"
 AUTH_FAILURE = {"detail": "Invalid or expired API key"}
@@ -59,6 +63,34 @@ class LoggedRequest:
     path: str
     query: dict[str, str]
     status: int
+    # The sub-account whose key was presented; None for the parent key (or no valid key).
+    sub_account_id: str | None = None
+
+
+@dataclass
+class SubAccount:
+    """A sub-account of the parent organisation: its own key (`sa-` + 32 hex) and data."""
+
+    id: str
+    name: str
+    api_key: str
+    world: World
+    multi_tenant: bool = False
+    min_concurrency: int = 1
+    max_concurrency: int = 10
+    key_valid: bool = True  # False: still listed, but Bolna refuses the key
+
+    def listing(self, organization: str) -> dict[str, Any]:
+        """The object `GET /sub-accounts/all` lists, api_key included (as the live API does)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "organization_id": str(uuid.uuid5(uuid.NAMESPACE_OID, organization)),
+            "api_key": self.api_key,
+            "multi_tenant": self.multi_tenant,
+            "min_concurrency": self.min_concurrency,
+            "max_concurrency": self.max_concurrency,
+        }
 
 
 @dataclass
@@ -140,9 +172,16 @@ def parse_query_time(text: str, *, name: str, round_up: bool) -> str:
 class _Routes:
     """Maps request paths to answers; a handler returns a JSON-ready object or raises ApiError."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, api: FakeBolnaServer | None = None) -> None:
         self.world = world
-        self.table: list[tuple[re.Pattern[str], Any]] = [
+        self.table: list[tuple[re.Pattern[str], Any]] = []
+        if api is not None:  # the parent account's routes over its sub-accounts
+            self.table += [
+                (re.compile(r"/sub-accounts/all"), lambda _query: api.sub_account_listing()),
+                (re.compile(r"/sub-accounts/all/usage"), api.all_usage),
+                (re.compile(r"/sub-accounts/([^/]+)/usage"), api.one_usage),
+            ]
+        self.table += [
             (re.compile(r"/v2/agent/all"), self.agents),
             (re.compile(r"/v2/agent/([^/]+)/executions"), self.agent_executions),
             (re.compile(r"/v2/agent/([^/]+)"), self.agent),
@@ -250,6 +289,28 @@ def _date_range(query: dict[str, str]) -> tuple[str, str]:
     return created_from, created_to
 
 
+def usage_range(query: dict[str, str], today: datetime) -> tuple[str, str]:
+    """A usage request's `from`/`to`: optional (month start, end of today), <= 32 days."""
+    month_start = today.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    day_end = today.replace(hour=23, minute=59, second=59, microsecond=999999)
+    created_from = (
+        parse_query_time(query["from"], name="from", round_up=True)
+        if "from" in query
+        else format_timestamp(month_start)
+    )
+    created_to = (
+        parse_query_time(query["to"], name="to", round_up=False)
+        if "to" in query
+        else format_timestamp(day_end)
+    )
+    if created_to < created_from:
+        raise _error(400, "'to' must not be earlier than 'from'")
+    span = datetime.fromisoformat(created_to[:-1]) - datetime.fromisoformat(created_from[:-1])
+    if span > MAX_USAGE_RANGE:
+        raise _error(400, "Usage can be tracked for at most 32 days")
+    return created_from, created_to
+
+
 def _filters(query: dict[str, str]) -> dict[str, Any]:
     allowed = {
         "status": ALL_STATUSES,
@@ -330,10 +391,13 @@ class _Handler(BaseHTTPRequestHandler):
             for name, values in parse_qs(split.query, keep_blank_values=True).items()
         }
         api = self.server.api
-        refusal = api.try_admit(api.organisation_of(self._bearer_token()), path)
+        token = self._bearer_token()
+        sub_account = api.sub_account_of(token)
+        who = sub_account.id if sub_account is not None else None
+        refusal = api.try_admit(api.organisation_of(token), path)
         if refusal is not None:
             # Refused at the door, like a gateway: no latency, faults and hooks stay armed.
-            api.log(LoggedRequest(self.command, path, query, 429))
+            api.log(LoggedRequest(self.command, path, query, 429, who))
             self._send(429, *refusal)
             return
         try:
@@ -342,11 +406,11 @@ class _Handler(BaseHTTPRequestHandler):
             api.run_hooks(self.path, query)
             fault = api.take_fault(self.path)
             if fault is not None and fault.kind == "reset":
-                api.log(LoggedRequest(self.command, path, query, 0))
+                api.log(LoggedRequest(self.command, path, query, 0, who))
                 self.close_connection = True
                 return
             status, body, content_type, headers = self._answer(fault, path, query)
-            api.log(LoggedRequest(self.command, path, query, status))
+            api.log(LoggedRequest(self.command, path, query, status, who))
             self._send(status, body, content_type, headers)
         finally:
             api.release()
@@ -369,11 +433,16 @@ class _Handler(BaseHTTPRequestHandler):
             return 403, _json(AUTH_FAILURE), JSON_TYPE, {}
         if self.command != "GET":
             return 404, _json({"message": "Not Found"}), JSON_TYPE, {}
-        world = self.server.api.world
+        api = self.server.api
+        sub_account = api.sub_account_of(self._bearer_token())
+        if sub_account is not None and path.startswith(SUB_ACCOUNT_ROUTES):
+            return 403, _json(SUB_ACCOUNT_KEY_REFUSAL), JSON_TYPE, {}
+        world = api.world if sub_account is None else sub_account.world
+        routes = self.server.routes if sub_account is None else _Routes(world)
         try:
             # Encode under the lock, so a concurrent complete_pending cannot change a page mid-dump.
             with world.lock:
-                return 200, _json(self.server.routes.answer(path, query)), JSON_TYPE, {}
+                return 200, _json(routes.answer(path, query)), JSON_TYPE, {}
         except ApiError as error:
             return error.status, _json(error.body), JSON_TYPE, {}
 
@@ -414,7 +483,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, api: FakeBolnaServer, port: int) -> None:
         self.api = api
-        self.routes = _Routes(api.world)
+        self.routes = _Routes(api.world, api)
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         self._stopping = False
@@ -490,6 +559,7 @@ class FakeBolnaServer:
         self._log: list[LoggedRequest] = []
         self._faults: list[_Fault] = []
         self._hooks: list[_Hook] = []
+        self._sub_accounts: dict[str, SubAccount] = {}
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -637,9 +707,86 @@ class FakeBolnaServer:
     def organisation_of(self, api_key: str | None) -> str | None:
         """The organisation whose limits a key uses, None for a key the API does not accept.
 
-        Each key is its own organisation for now; sub-account keys would map to their parent's.
+        A sub-account's key counts against its parent organisation's limits.
         """
-        return api_key if api_key is not None and api_key == self.api_key else None
+        if api_key is not None and api_key == self.api_key:
+            return api_key
+        return self.api_key if self.sub_account_of(api_key) is not None else None
+
+    # ------------------------------------------------------------------ sub-accounts
+
+    def add_sub_account(
+        self,
+        world: World,
+        *,
+        name: str | None = None,
+        sub_account_id: str | None = None,
+        api_key: str | None = None,
+    ) -> SubAccount:
+        """A sub-account of the parent organisation, with its own key and `world` of data."""
+        number = len(self._sub_accounts) + 1
+        sub_account = SubAccount(
+            id=sub_account_id or str(uuid.UUID(int=world.seed * 1000 + number, version=4)),
+            name=name or f"client-{number:03d}",
+            api_key=api_key or "sa-" + uuid.uuid4().hex,
+            world=world,
+        )
+        with self._lock:
+            self._sub_accounts[sub_account.id] = sub_account
+        return sub_account
+
+    def remove_sub_account(self, sub_account_id: str) -> None:
+        """Delete a sub-account: it is no longer listed, and its key and data are gone."""
+        with self._lock:
+            del self._sub_accounts[sub_account_id]
+
+    def revoke_sub_account_key(self, sub_account_id: str) -> None:
+        """The sub-account stays listed with its key, but Bolna refuses that key (403)."""
+        with self._lock:
+            self._sub_accounts[sub_account_id].key_valid = False
+
+    @property
+    def sub_accounts(self) -> dict[str, SubAccount]:
+        """The sub-accounts by id, as they are now."""
+        with self._lock:
+            return dict(self._sub_accounts)
+
+    def sub_account_of(self, api_key: str | None) -> SubAccount | None:
+        """The sub-account whose valid key this is, or None."""
+        with self._lock:
+            for sub_account in self._sub_accounts.values():
+                if sub_account.key_valid and sub_account.api_key == api_key:
+                    return sub_account
+        return None
+
+    def sub_account_listing(self) -> list[dict[str, Any]]:
+        """`GET /sub-accounts/all`: a bare array, keys included."""
+        return [sub_account.listing(self.api_key) for sub_account in self.sub_accounts.values()]
+
+    def usage_of(self, sub_account_id: str, created_from: str, created_to: str) -> dict[str, Any]:
+        """What `/sub-accounts/{id}/usage` answers for that range (inclusive, on created_at)."""
+        sub_account = self.sub_accounts[sub_account_id]
+        with sub_account.world.lock:
+            usage = sub_account.world.usage(created_from, created_to)
+        return {
+            "sub_account_id": sub_account.id,
+            "sub_account_name": sub_account.name,
+            "from": created_from[:10],
+            "to": created_to,
+            **usage,
+        }
+
+    def all_usage(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        """`GET /sub-accounts/all/usage`: one object per sub-account."""
+        created_from, created_to = usage_range(query, self.world.server_now())
+        return [self.usage_of(sid, created_from, created_to) for sid in self.sub_accounts]
+
+    def one_usage(self, query: dict[str, str], sub_account_id: str) -> dict[str, Any]:
+        """`GET /sub-accounts/{id}/usage`."""
+        if sub_account_id not in self.sub_accounts:
+            raise _error(404, "Sub-account not found")
+        created_from, created_to = usage_range(query, self.world.server_now())
+        return self.usage_of(sub_account_id, created_from, created_to)
 
     def set_rate_limit(  # noqa: PLR0913 - one knob per documented property of the limit
         self,

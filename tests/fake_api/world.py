@@ -1246,6 +1246,49 @@ class World:
         )
         return {**self.user, "concurrency": {"max": 10, "current": min(busy, 10)}}
 
+    def usage(self, created_from: str, created_to: str) -> dict[str, Any]:
+        """Usage of the listed calls created in [from, to], summed as Bolna's usage endpoints do.
+
+        Costs in cents, as the calls carry them; telephony cost is the `network` part. Bounds
+        are written like `format_timestamp` and compare as strings. Call under `lock`.
+        """
+        calls = [
+            call
+            for call_id, call in self.executions.items()
+            if call_id not in self._hidden and created_from <= call["created_at"] <= created_to
+        ]
+
+        def part(call: dict[str, Any], name: str) -> float:
+            return float((call.get("cost_breakdown") or {}).get(name) or 0.0)
+
+        def duration(call: dict[str, Any]) -> float:
+            return float(call.get("conversation_duration", call.get("conversation_time")) or 0.0)
+
+        llm = round(sum(part(call, "llm") for call in calls), 3)
+        synthesizer = round(sum(part(call, "synthesizer") for call in calls), 3)
+        transcriber = round(sum(part(call, "transcriber") for call in calls), 3)
+        seconds = round(sum(duration(call) for call in calls), 3)
+        return {
+            "total_records": len(calls),
+            "total_duration": seconds,
+            "total_cost": round(sum(float(call.get("total_cost") or 0.0) for call in calls), 3),
+            "total_platform_cost": round(sum(part(call, "platform") for call in calls), 3),
+            "total_telephony_cost": round(sum(part(call, "network") for call in calls), 3),
+            "status_map": dict(sorted(Counter(call["status"] for call in calls).items())),
+            "synthesizer_cost_map": {
+                "elevenlabs": {
+                    "eleven_turbo_v2_5": {"characters": seconds * 12, "cost": synthesizer}
+                }
+            },
+            "transcriber_cost_map": {
+                "deepgram": {"nova-2": {"duration": seconds, "cost": transcriber}}
+            },
+            "llm_cost_map": {
+                "cost": llm,
+                "tokens": {"gpt-4o-mini": {"input": len(calls) * 900, "output": len(calls) * 200}},
+            },
+        }
+
     def execution_log(self, call_id: str) -> dict[str, Any]:
         """The raw log of one call (same content on every request, derived from its id)."""
         execution = self.executions[call_id]
