@@ -162,15 +162,15 @@ def pacing_section(
         f"{'allowed':>7} {'wall/allowed':>12} {'span/allowed':>12}  (medians)"
     )
     rows = []
-    for case, paced in results.items():
-        requests = statistics.median(p.measurement.requests for p in paced)
-        refused = statistics.median(p.refused for p in paced)
-        share = statistics.median(p.refused_share for p in paced)
-        wall = statistics.median(p.measurement.run.wall_seconds for p in paced)
-        span = statistics.median(p.span_seconds for p in paced)
-        allowed = statistics.median(p.allowed_seconds for p in paced)
-        wall_ratio = statistics.median(p.wall_ratio for p in paced)
-        span_ratio = statistics.median(p.span_ratio for p in paced)
+    for case, side in results.items():
+        requests = statistics.median(p.measurement.requests for p in side)
+        refused = statistics.median(p.refused for p in side)
+        share = statistics.median(p.refused_share for p in side)
+        wall = statistics.median(p.measurement.run.wall_seconds for p in side)
+        span = statistics.median(p.span_seconds for p in side)
+        allowed = statistics.median(p.allowed_seconds for p in side)
+        wall_ratio = statistics.median(p.wall_ratio for p in side)
+        span_ratio = statistics.median(p.span_ratio for p in side)
         print(
             f"  {case.describe():34} {requests:>8,.0f} {refused:>5,.0f} ({share:>5.1%}) "
             f"{wall:>5.1f} s {span:>5.1f} s {allowed:>5.1f} s {wall_ratio:>11.2f}x "
