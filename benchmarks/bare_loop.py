@@ -67,7 +67,7 @@ def main(argv: list[str]) -> int:
                 this_window: set[str] = set()
                 page_number = 1
                 while True:
-                    params = {
+                    params: dict[str, str | int] = {
                         "page_number": page_number,
                         "page_size": page_size,
                         "from": created_from,

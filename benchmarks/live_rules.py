@@ -47,7 +47,7 @@ if TYPE_CHECKING:
 
 # ---------------------------------------------------------------------------------- pacing
 
-SCALE = 20  # the limit's window is 60/SCALE s, the tap's paces SCALE times their defaults
+SCALE = 20  # by default the limit's window is 60/SCALE s, the tap's paces SCALE times theirs
 BOLNA_LIMITS = {"agent": 500, "default": 1000}  # requests a minute per organisation
 REFUSED_GOAL_ALONE = 1 / 20  # refused share with the limit to itself
 REFUSED_GOAL_SHARED = 1 / 10  # refused share with half of it used by other apps
@@ -114,25 +114,30 @@ class PacedRun:
 
 
 def pacing_section(
-    size: WorldSize, runs: int, files: TapFiles, settings: Mapping[str, Mapping[str, object]]
+    size: WorldSize,
+    runs: int,
+    files: TapFiles,
+    settings: Mapping[str, Mapping[str, object]],
+    *,
+    scale: float = SCALE,
 ) -> list[Row]:
-    """A backfill against Bolna's limits, scaled SCALE times, in each of PACING_CASES."""
-    window = 60 / SCALE
+    """A backfill against Bolna's limits, `scale` times faster, in each of PACING_CASES."""
+    window = 60 / scale
     paces = {
         "agent": setting_default(settings, "max_requests_per_minute"),
         "default": setting_default(settings, "max_other_requests_per_minute"),
     }
     heading(
         f"Pacing: a backfill against Bolna's limits ({BOLNA_LIMITS['agent']} and "
-        f"{BOLNA_LIMITS['default']:,} a minute), scaled {SCALE}x, {size.describe()}, "
+        f"{BOLNA_LIMITS['default']:,} a minute), scaled {scale:g}x, {size.describe()}, "
         f"page_size {PACING_PAGE_SIZE}"
     )
     print(
-        f"  The fake's window is {window:g} s instead of 60, the tap's paces {SCALE}x its "
+        f"  The fake's window is {window:g} s instead of 60, the tap's paces {scale:g}x its "
         f"defaults ({paces['agent']:g} and {paces['default']:g} a minute):\n"
-        f"  Bolna's rules, {SCALE} times faster. Not scaled: the tap's pause after a 429 "
+        f"  Bolna's rules, {scale:g} times faster. Not scaled: the tap's pause after a 429 "
         "(1 s, doubled while refused),\n"
-        f"  so each refusal costs {SCALE} times more of the window here than on the live API;"
+        f"  so each refusal costs {scale:g} times more of the window here than on the live API;"
         "\n  nor the tap's start-up, so times are judged on the span from its first request"
         " answered to its last.\n  Allowed time = admitted requests / the requests a window"
         " leaves the tap x the window."
@@ -142,8 +147,8 @@ def pacing_section(
         config = files.config(
             api,
             page_size=PACING_PAGE_SIZE,
-            max_requests_per_minute=int(paces["agent"] * SCALE),
-            max_other_requests_per_minute=int(paces["default"] * SCALE),
+            max_requests_per_minute=int(paces["agent"] * scale),
+            max_other_requests_per_minute=int(paces["default"] * scale),
         )
         argv = files.tap_argv(config)
         for run in range(1, runs + 1):
@@ -157,15 +162,15 @@ def pacing_section(
         f"{'allowed':>7} {'wall/allowed':>12} {'span/allowed':>12}  (medians)"
     )
     rows = []
-    for case, paced in results.items():
-        requests = statistics.median(p.measurement.requests for p in paced)
-        refused = statistics.median(p.refused for p in paced)
-        share = statistics.median(p.refused_share for p in paced)
-        wall = statistics.median(p.measurement.run.wall_seconds for p in paced)
-        span = statistics.median(p.span_seconds for p in paced)
-        allowed = statistics.median(p.allowed_seconds for p in paced)
-        wall_ratio = statistics.median(p.wall_ratio for p in paced)
-        span_ratio = statistics.median(p.span_ratio for p in paced)
+    for case, side in results.items():
+        requests = statistics.median(p.measurement.requests for p in side)
+        refused = statistics.median(p.refused for p in side)
+        share = statistics.median(p.refused_share for p in side)
+        wall = statistics.median(p.measurement.run.wall_seconds for p in side)
+        span = statistics.median(p.span_seconds for p in side)
+        allowed = statistics.median(p.allowed_seconds for p in side)
+        wall_ratio = statistics.median(p.wall_ratio for p in side)
+        span_ratio = statistics.median(p.span_ratio for p in side)
         print(
             f"  {case.describe():34} {requests:>8,.0f} {refused:>5,.0f} ({share:>5.1%}) "
             f"{wall:>5.1f} s {span:>5.1f} s {allowed:>5.1f} s {wall_ratio:>11.2f}x "
@@ -180,7 +185,7 @@ def pacing_section(
             met = share < REFUSED_GOAL_ALONE
         rows.append(
             Row(
-                f"pacing ({SCALE}x): {case.describe()}",
+                f"pacing ({scale:g}x): {case.describe()}",
                 f"{share:.1%} of {requests:,.0f} refused, {wall:.1f} s",
                 f"{allowed:.1f} s allowed",
                 f"{span_ratio:.2f}x ({wall_ratio:.2f}x with start-up)",

@@ -52,6 +52,9 @@ from benchmarks.live_rules import (
     history_section,
     pacing_section,
 )
+from benchmarks.live_rules import (
+    SCALE as PACING_SCALE,
+)
 from benchmarks.report import Row, brief, heading, median_of, spread, yes_no
 from tests.fake_api.server import parse_query_time
 
@@ -163,7 +166,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "agents", plan.agents, plan, runs, files, goal=AGENTS_SPEEDUP_GOAL
             ),
             "throttle": lambda: throttle_section(plan, runs, files),
-            "pacing": lambda: pacing_section(plan.pacing, runs, files, settings),
+            "pacing": lambda: pacing_section(
+                plan.pacing, runs, files, settings, scale=args.pacing_scale
+            ),
             "history": lambda: history_section(files, settings),
             "following": lambda: following_section(
                 plan.following_calls_per_agent, plan.following_many, files
@@ -203,6 +208,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--profile", action="store_true", help="also profile one tap run (cProfile, top 15)"
+    )
+    parser.add_argument(
+        "--pacing-scale",
+        type=float,
+        default=PACING_SCALE,
+        help=f"how many times faster than Bolna the pacing limits run (default {PACING_SCALE})",
     )
     return parser.parse_args(argv)
 
