@@ -26,6 +26,7 @@ import psycopg
 import pytest
 import yaml
 
+from tests.conftest import KIND_OF_JSON_TYPE
 from tests.e2e_support import (
     API_KEY,
     COMMAND_TIMEOUT,
@@ -122,18 +123,10 @@ def test_meltano_yml_declares_every_tap_setting_and_capability() -> None:
     properties = about["settings"]["properties"]
     assert set(declared) - set(properties) == set(), "in meltano.yml, unknown to the tap"
     assert set(properties) - set(declared) == set(), "settings of the tap missing in meltano.yml"
-    json_type_to_kind = {
-        "string": "string",
-        "integer": "integer",
-        "number": "decimal",
-        "boolean": "boolean",
-        "array": "array",
-        "object": "object",
-    }
     for name, schema in properties.items():
         types = [kind for kind in schema.get("type", []) if kind != "null"]
         expected = (
-            "date_iso8601" if schema.get("format") == "date-time" else json_type_to_kind[types[0]]
+            "date_iso8601" if schema.get("format") == "date-time" else KIND_OF_JSON_TYPE[types[0]]
         )
         assert declared[name]["kind"] == expected, name
     assert declared["api_key"]["sensitive"] is True
