@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import typing as t
 import uuid
@@ -510,8 +511,13 @@ def test_state_in_postgres_system_database(pipeline: Pipeline, tmp_path: Path) -
     system_db = pipeline.postgres.create_database(f"meltano_{uuid.uuid4().hex[:8]}")
     try:
         pipeline.env["MELTANO_DATABASE_URI"] = pipeline.postgres.sqlalchemy_url(system_db)
-        pipeline.env["TAP_BOLNA_PAGE_SIZE"] = "10"
-        pipeline.api.latency = 0.15  # worker A takes seconds, so worker B finds it running
+        # Worker A's first executions request is held until worker B has given up, so B finds A
+        # running however slowly either starts (a latency that worked on a quiet machine did not
+        # on a loaded one). B is refused by Meltano before its tap sends anything.
+        worker_b_done = threading.Event()
+        pipeline.api.before_request(
+            lambda: worker_b_done.wait(timeout=COMMAND_TIMEOUT), path_contains="/executions"
+        )
 
         worker_a = subprocess.Popen(
             [MELTANO, "run", "tap-bolna", "target-postgres"],
@@ -532,8 +538,10 @@ def test_state_in_postgres_system_database(pipeline: Pipeline, tmp_path: Path) -
                 env=pipeline.env,
                 check=False,
             )
+            worker_b_done.set()
             _, a_stderr = worker_a.communicate(timeout=COMMAND_TIMEOUT)
         finally:
+            worker_b_done.set()
             if worker_a.poll() is None:
                 os.killpg(worker_a.pid, signal.SIGKILL)
                 worker_a.wait(timeout=30)
