@@ -28,7 +28,18 @@ demo: bootstrap  ## Offline demo: fake Bolna API -> meltano run tap-bolna target
 
 test: bootstrap  ## The whole suite (what .ci/run runs): all of it on one Python, unit tests on the others
 	$(UV) sync --locked
-	$(UV) run pytest
+	@echo "Two lanes at once: the end-to-end tests; the unit and fake-API tests on every claimed Python."
+	@echo "Each lane's output is shown when it ends; make fails if either does."
+	@$(MAKE) --no-print-directory -j2 --output-sync=target e2e-lane unit-lane
+
+# Each lane keeps about one core busy (a test mostly waits on the tap, Meltano or dbt it started),
+# so on a 2-core machine the two together take about as long as the longer one.
+.PHONY: e2e-lane unit-lane
+e2e-lane:
+	$(UV) run --locked pytest -m e2e
+
+unit-lane:
+	$(UV) run --locked pytest -m "not e2e"
 	$(MAKE) --no-print-directory unit-pythons
 
 # The unit and fake-API tests (all but `-m e2e`) on every other Python that requires-python claims,

@@ -30,6 +30,16 @@ from tests.fake_api import FakeBolnaServer, World
 
 API_KEY = "test-key-5ecret-do-not-log"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The Meltano setting kind of each JSON type, when neither format, enum nor secret says otherwise:
+# written here by hand (not taken from scripts/hub_definition.py) so that tests check the generator.
+KIND_OF_JSON_TYPE = {
+    "string": "string",
+    "integer": "integer",
+    "number": "decimal",
+    "boolean": "boolean",
+    "array": "array",
+    "object": "object",
+}
 
 
 @dataclass

@@ -151,9 +151,10 @@ def test_bad_setting_stops_before_any_request(
 @pytest.mark.parametrize(
     ("content", "expected"),
     [
+        # A missing colon: Python 3.13 words a trailing comma differently from 3.10-3.12.
         pytest.param(
-            '{"api_key": "k",}',
-            "is not JSON: Expecting property name enclosed in double quotes (line 1, column 17)",
+            '{"api_key" "k"}',
+            "is not JSON: Expecting ':' delimiter (line 1, column 12)",
             id="not-json",
         ),
         pytest.param("", "is not JSON: Expecting value (line 1, column 1)", id="empty"),

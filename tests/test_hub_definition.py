@@ -16,7 +16,7 @@ from jsonschema import Draft7Validator
 from referencing import Registry, Resource
 from referencing.jsonschema import DRAFT7
 
-from tests.conftest import REPO_ROOT
+from tests.conftest import KIND_OF_JSON_TYPE, REPO_ROOT
 from tests.pythons import claimed_versions, requires_python
 
 if t.TYPE_CHECKING:
@@ -25,15 +25,6 @@ if t.TYPE_CHECKING:
 HUB = REPO_ROOT / "meltano-hub"
 SCHEMAS = HUB / "schema"
 GENERATOR = REPO_ROOT / "scripts" / "hub_definition.py"
-# The Meltano kind of each JSON type, when neither format, enum nor secret says otherwise.
-KIND_OF_JSON_TYPE = {
-    "string": "string",
-    "integer": "integer",
-    "number": "decimal",
-    "boolean": "boolean",
-    "array": "array",
-    "object": "object",
-}
 
 
 @pytest.fixture(scope="module")

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import typing as t
 import uuid
@@ -26,6 +27,7 @@ import psycopg
 import pytest
 import yaml
 
+from tests.conftest import KIND_OF_JSON_TYPE
 from tests.e2e_support import (
     API_KEY,
     COMMAND_TIMEOUT,
@@ -122,18 +124,10 @@ def test_meltano_yml_declares_every_tap_setting_and_capability() -> None:
     properties = about["settings"]["properties"]
     assert set(declared) - set(properties) == set(), "in meltano.yml, unknown to the tap"
     assert set(properties) - set(declared) == set(), "settings of the tap missing in meltano.yml"
-    json_type_to_kind = {
-        "string": "string",
-        "integer": "integer",
-        "number": "decimal",
-        "boolean": "boolean",
-        "array": "array",
-        "object": "object",
-    }
     for name, schema in properties.items():
         types = [kind for kind in schema.get("type", []) if kind != "null"]
         expected = (
-            "date_iso8601" if schema.get("format") == "date-time" else json_type_to_kind[types[0]]
+            "date_iso8601" if schema.get("format") == "date-time" else KIND_OF_JSON_TYPE[types[0]]
         )
         assert declared[name]["kind"] == expected, name
     assert declared["api_key"]["sensitive"] is True
@@ -517,8 +511,13 @@ def test_state_in_postgres_system_database(pipeline: Pipeline, tmp_path: Path) -
     system_db = pipeline.postgres.create_database(f"meltano_{uuid.uuid4().hex[:8]}")
     try:
         pipeline.env["MELTANO_DATABASE_URI"] = pipeline.postgres.sqlalchemy_url(system_db)
-        pipeline.env["TAP_BOLNA_PAGE_SIZE"] = "10"
-        pipeline.api.latency = 0.15  # worker A takes seconds, so worker B finds it running
+        # Worker A's first executions request is held until worker B has given up, so B finds A
+        # running however slowly either starts (a latency that worked on a quiet machine did not
+        # on a loaded one). B is refused by Meltano before its tap sends anything.
+        worker_b_done = threading.Event()
+        pipeline.api.before_request(
+            lambda: worker_b_done.wait(timeout=COMMAND_TIMEOUT), path_contains="/executions"
+        )
 
         worker_a = subprocess.Popen(
             [MELTANO, "run", "tap-bolna", "target-postgres"],
@@ -539,8 +538,10 @@ def test_state_in_postgres_system_database(pipeline: Pipeline, tmp_path: Path) -
                 env=pipeline.env,
                 check=False,
             )
+            worker_b_done.set()
             _, a_stderr = worker_a.communicate(timeout=COMMAND_TIMEOUT)
         finally:
+            worker_b_done.set()
             if worker_a.poll() is None:
                 os.killpg(worker_a.pid, signal.SIGKILL)
                 worker_a.wait(timeout=30)
