@@ -28,6 +28,27 @@ from tests.e2e_support import (  # noqa: F401
 )
 from tests.fake_api import FakeBolnaServer, World
 
+# What a test needs that makes it end to end: such a test must be marked e2e, or it would run on
+# every Python of `make unit-pythons` and in the unit lane, where no PostgreSQL is wanted.
+E2E_FIXTURES = frozenset(
+    {"postgres", "meltano_project", "distributions", "loaded_warehouse", "modelled_warehouse",
+     "pii_safe_warehouse"}
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse an end-to-end test that is not marked e2e (one line naming it)."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("e2e") is None
+    ]
+    if unmarked:
+        msg = f"uses Meltano/PostgreSQL fixtures but is not marked e2e: {', '.join(unmarked)}"
+        raise pytest.UsageError(msg)
+
+
 API_KEY = "test-key-5ecret-do-not-log"
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The Meltano setting kind of each JSON type, when neither format, enum nor secret says otherwise:

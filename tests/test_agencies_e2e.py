@@ -18,6 +18,9 @@ if t.TYPE_CHECKING:
 
     from tests.postgres import PostgresServer
 
+# Meltano and PostgreSQL: run once, on one Python (`make test`; `make e2e` runs only these).
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture
 def agency_elt(
