@@ -128,7 +128,11 @@ class RequestPacer:
                 self._slow_down()
             elif sent_at >= self._refusals_since:
                 self._refusals_in_a_row += 1  # sent after the pause began, and still refused
-            else:  # in flight when the refusals began: wait for the pause already set
+            else:  # in flight when the refusals began: wait for the pause already set, or
+                # as long as this answer's Retry-After asks if that is longer (everyone does)
+                if retry_after is not None:
+                    self._paused_until = max(self._paused_until, now + retry_after)
+                    self._next_slot = max(self._next_slot, self._paused_until)
                 return max(0.0, self._paused_until - now)
             if retry_after is not None:
                 pause = retry_after

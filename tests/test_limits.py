@@ -170,6 +170,19 @@ def test_retry_after_is_honoured_exactly() -> None:
     assert pace.wait() == pytest.approx(7.0)
 
 
+def test_retry_after_is_honoured_by_a_request_in_flight_when_the_refusals_began() -> None:
+    # Seen with 4 workers: a 429 without Retry-After set a ~1 s pause, then a request sent
+    # before it got 429 with `Retry-After: 7` and was retried after the 1 s pause, not 7 s.
+    clock = VirtualClock()
+    pace = pacer(300, clock)
+    in_flight = [pace.wait() for _ in range(2)]
+    short = pace.refused_after(in_flight[1], None)
+    assert short < 7.0
+    refused_at = clock.clock()
+    assert pace.refused_after(in_flight[0], 7.0) == 7.0
+    assert pace.wait() >= refused_at + 7.0, "and the others wait as long"
+
+
 def test_the_pace_comes_back_up_slowly_and_never_above_the_setting() -> None:
     clock = VirtualClock()
     pace = pacer(300, clock)
