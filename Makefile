@@ -8,10 +8,10 @@ UV = $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 # Compiled .pyc files make every meltano/tap start-up ~2.5x faster; plugin venvs get them too.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help bootstrap install demo test e2e lint clean
+.PHONY: help bootstrap install demo test unit-pythons e2e lint hub-definition clean
 
 help:  ## List the targets
-	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 bootstrap:  ## Install uv into .tools/ if it is not on PATH
 	@command -v uv >/dev/null 2>&1 || test -x .tools/bin/uv || { \
@@ -26,13 +26,39 @@ demo: bootstrap  ## Offline demo: fake Bolna API -> meltano run tap-bolna target
 	$(UV) sync --locked
 	$(UV) run python scripts/demo.py
 
-test: bootstrap  ## The whole test suite (what .ci/run runs), PostgreSQL end-to-end tests included
+test: bootstrap  ## The whole suite (what .ci/run runs): all of it on one Python, unit tests on the others
 	$(UV) sync --locked
-	$(UV) run pytest
+	@echo "Two lanes at once: the end-to-end tests; the unit and fake-API tests on every claimed Python."
+	@echo "Each lane's output is shown when it ends; make fails if either does."
+	@$(MAKE) --no-print-directory -j2 --output-sync=target e2e-lane unit-lane
 
-e2e: bootstrap  ## Only the Meltano + PostgreSQL end-to-end tests
+# Each lane keeps about one core busy (a test mostly waits on the tap, Meltano or dbt it started),
+# so on a 2-core machine the two together take about as long as the longer one.
+.PHONY: e2e-lane unit-lane
+e2e-lane:
+	$(UV) run --locked pytest -m e2e
+
+unit-lane:
+	$(UV) run --locked pytest -m "not e2e"
+	$(MAKE) --no-print-directory unit-pythons
+
+# The unit and fake-API tests (all but `-m e2e`) on every other Python that requires-python claims,
+# each in its own environment (.venv-py3.X), synced from uv.lock. A claimed Python this machine
+# lacks is skipped with a line saying so; under CI (CI=true) that fails the run instead.
+unit-pythons: bootstrap  ## Unit and fake-API tests on every other claimed Python
+	@set -o pipefail; $(UV) run --locked python -m tests.pythons --others | while read -r version python; do \
+	  if [[ "$$python" == - ]]; then \
+	    echo "Python $$version is claimed (requires-python) but not on this machine: not tested"; \
+	    if [[ -n "$${CI:-}" ]]; then exit 1; fi; continue; \
+	  fi; \
+	  echo "== unit and fake-API tests on Python $$version ($$python)"; \
+	  UV_PROJECT_ENVIRONMENT=.venv-py$$version $(UV) run --locked --python "$$python" \
+	    pytest -m "not e2e" -q </dev/null || exit 1; \
+	done
+
+e2e: bootstrap  ## Only the end-to-end tests (-m e2e): Meltano, PostgreSQL, dbt, packaging
 	$(UV) sync --locked
-	$(UV) run pytest tests/test_meltano_e2e.py tests/test_dbt.py tests/test_analysis.py tests/test_pii_safe.py tests/test_api.py
+	$(UV) run pytest -m e2e
 
 lint: bootstrap  ## ruff and mypy (the tap, and the HTTP endpoint in api/)
 	$(UV) sync --locked
@@ -41,5 +67,9 @@ lint: bootstrap  ## ruff and mypy (the tap, and the HTTP endpoint in api/)
 	$(UV) run mypy tap_bolna
 	$(UV) run mypy api/bolna_api
 
-clean:  ## Remove Meltano's plugin venvs/state, demo output and caches (not .venv)
-	rm -rf .meltano output .pytest_cache .ruff_cache .mypy_cache
+hub-definition: bootstrap  ## Regenerate meltano-hub/tap-bolna.yml from tap-bolna --about (after a settings change)
+	$(UV) sync --locked
+	$(UV) run python scripts/hub_definition.py
+
+clean:  ## Remove Meltano's plugin venvs/state, demo output, caches, dist/ and the .venv-py3.X test envs
+	rm -rf .meltano output .pytest_cache .ruff_cache .mypy_cache dist .venv-py3.*

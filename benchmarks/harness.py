@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from importlib import metadata
@@ -21,7 +22,10 @@ from typing import TYPE_CHECKING
 from tests.fake_api import FakeBolnaServer, World
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Iterator, Mapping
+
+    from tests.fake_api.rate_limits import RateLimit
+    from tests.fake_api.server import LoggedRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent  # the project venv that runs the benchmark also runs the tap
@@ -31,6 +35,10 @@ LAUNCHER = Path(__file__).with_name("launch.py")
 API_KEY = "bench-key"
 PAGE_SIZE = 50
 CHILD_TIMEOUT_SECONDS = 1800.0
+# The paces every section but "pacing" gives the tap: far above anything the fake serves, so
+# those sections measure the tap's own cost and parallelism, not its default pace (300 a
+# minute on the agent routes) waiting for Bolna's documented limit.
+UNPACED_PER_MINUTE = 1_000_000
 
 
 class BenchmarkError(RuntimeError):
@@ -54,34 +62,91 @@ class WorldSize:
         )
 
 
-@contextlib.contextmanager
-def fake_api(
-    size: WorldSize, *, latency: float = 0.0, max_in_flight: int | None = None
-) -> Iterator[FakeBolnaServer]:
-    """Generate a world of `size` and serve it on 127.0.0.1 until the block ends.
-
-    With `max_in_flight`, requests beyond that many at once get 429 with `Retry-After: 1`.
-    """
+def generate_world(size: WorldSize, *, seed: int = 1) -> World:
+    """A world of `size`, generated (and timed) as every section does."""
     started = time.perf_counter()
     world = World.generate(
-        seed=1,
+        seed=seed,
         agents=size.agents,
         calls=size.calls,
         days=size.days,
         transcript_bytes=size.transcript_bytes,
     )
+    print(f"  (fake API: generated {size.describe()} in {time.perf_counter() - started:.1f} s)")
+    return world
+
+
+@contextlib.contextmanager
+def fake_api(
+    size: WorldSize,
+    *,
+    latency: float = 0.0,
+    max_in_flight: int | None = None,
+    rate_limits: Mapping[str, RateLimit | None] | None = None,
+) -> Iterator[TimedFakeBolnaServer]:
+    """Generate a world of `size` and serve it on 127.0.0.1 until the block ends (see `serve`)."""
+    world = generate_world(size)
+    try:
+        with serve(
+            world, latency=latency, max_in_flight=max_in_flight, rate_limits=rate_limits
+        ) as api:
+            yield api
+    finally:
+        del world
+
+
+@contextlib.contextmanager
+def serve(
+    world: World,
+    *,
+    latency: float = 0.0,
+    max_in_flight: int | None = None,
+    rate_limits: Mapping[str, RateLimit | None] | None = None,
+) -> Iterator[TimedFakeBolnaServer]:
+    """Serve `world` on 127.0.0.1 until the block ends.
+
+    Without `rate_limits` the fake's per-organisation limits are off (its default is Bolna's
+    500 and 1,000 a minute): only the "pacing" section sets them. With `max_in_flight`,
+    requests beyond that many at once get 429 with `Retry-After: 1`.
+    """
     # The server threads run in this process: keep the cycle collector off the world's objects.
     gc.freeze()
-    print(f"  (fake API: generated {size.describe()} in {time.perf_counter() - started:.1f} s)")
     try:
-        with FakeBolnaServer(world, api_key=API_KEY) as api:
+        with TimedFakeBolnaServer(world, api_key=API_KEY, rate_limits=rate_limits) as api:
             api.latency = latency
             api.max_in_flight = max_in_flight
             api.in_flight_retry_after = "1"
             yield api
     finally:
-        del world
         gc.unfreeze()
+
+
+class TimedFakeBolnaServer(FakeBolnaServer):
+    """The fake API, also noting when it answered each request (to time a sync's requests)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        """As FakeBolnaServer."""
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._answered_at: list[float] = []
+        self._times_lock = threading.Lock()
+
+    def log(self, entry: LoggedRequest) -> None:
+        """Record one answered request, and the moment it was answered."""
+        with self._times_lock:
+            self._answered_at.append(time.monotonic())
+        super().log(entry)
+
+    def clear_requests(self) -> None:
+        """Forget the requests logged so far, and their times."""
+        with self._times_lock:
+            self._answered_at.clear()
+        super().clear_requests()
+
+    def request_span_seconds(self) -> float:
+        """Seconds from the first answer logged to the last (0 with fewer than two)."""
+        with self._times_lock:
+            times = list(self._answered_at)
+        return times[-1] - times[0] if len(times) > 1 else 0.0
 
 
 @dataclass(frozen=True)
@@ -104,16 +169,20 @@ def child_environment() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if not name.startswith("TAP_BOLNA_")}
 
 
-def run_child(argv: list[str], *, timeout: float = CHILD_TIMEOUT_SECONDS) -> ChildRun:
-    """Run `argv` with stdout to /dev/null, through `launch.py`, which measures it."""
+def run_child(
+    argv: list[str], *, timeout: float = CHILD_TIMEOUT_SECONDS, stdout: Path | None = None
+) -> ChildRun:
+    """Run `argv` through `launch.py`, which measures it; stdout to `stdout` or /dev/null."""
     with (
         tempfile.TemporaryFile(mode="w+", encoding="utf-8", errors="replace") as stderr,
         tempfile.NamedTemporaryFile(mode="r", encoding="utf-8", suffix=".rusage") as report,
+        contextlib.ExitStack() as output,
     ):
+        sink = subprocess.DEVNULL if stdout is None else output.enter_context(stdout.open("wb"))
         process = subprocess.Popen(
             [sys.executable, "-I", "-S", str(LAUNCHER), report.name, *argv],
             stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
+            stdout=sink,
             stderr=stderr,
             cwd=ROOT,
             env=child_environment(),
@@ -163,6 +232,7 @@ class Measurement:
     records: int
     throttled: int = 0  # requests answered 429
     peak_in_flight: int = 0
+    answered: tuple[LoggedRequest, ...] = ()  # every request, as the fake API logged it
 
 
 def measure(
@@ -171,15 +241,16 @@ def measure(
     *,
     stream: str | None = None,
     allow_throttled: bool = False,
+    stdout: Path | None = None,
 ) -> Measurement:
     """Run one child against `api`; count the requests it sent and the records it emitted.
 
     With `stream`, records come from the tap's `record_count` metrics for that stream;
     without, from the `records=N` line the bare loop prints. Any answer but 200 (or 429,
-    with `allow_throttled`) fails the measurement.
+    with `allow_throttled`) fails the measurement. `stdout` keeps the child's output.
     """
     api.clear_requests()
-    run = run_child(argv)
+    run = run_child(argv, stdout=stdout)
     answered = api.requests
     if run.exit_code != 0:
         msg = f"{Path(argv[0]).name} exited with {run.exit_code}:\n{run.tail()}"
@@ -190,7 +261,7 @@ def measure(
         msg = f"{len(failed)} request(s) failed, first: {failed[0]}"
         raise BenchmarkError(msg)
     records = emitted_records(run.stderr, stream) if stream else bare_loop_records(run.stderr)
-    return Measurement(run, len(answered), records, throttled, api.peak_in_flight)
+    return Measurement(run, len(answered), records, throttled, api.peak_in_flight, tuple(answered))
 
 
 def emitted_records(stderr: str, stream: str) -> int:
@@ -224,10 +295,21 @@ class TapFiles:
         self._catalog: Path | None = None
 
     def config(self, api: FakeBolnaServer, **settings: object) -> Path:
-        """A config file for `api`: no start_date, so the tap probes and walks 7-day windows."""
+        """A config file for `api`, with `settings` over these defaults.
+
+        No start_date: the first sync walks 7-day windows from each agent's created_at less
+        a day. Both paces at UNPACED_PER_MINUTE unless `settings` give them.
+        """
         self._written += 1
         path = self.directory / f"config-{self._written}.json"
-        config = {"api_key": API_KEY, "api_url": api.url, "page_size": PAGE_SIZE, **settings}
+        config = {
+            "api_key": API_KEY,
+            "api_url": api.url,
+            "page_size": PAGE_SIZE,
+            "max_requests_per_minute": UNPACED_PER_MINUTE,
+            "max_other_requests_per_minute": UNPACED_PER_MINUTE,
+            **settings,
+        }
         path.write_text(json.dumps(config), encoding="utf-8")
         return path
 
@@ -255,15 +337,26 @@ class TapFiles:
             self._catalog.write_text(json.dumps(catalog), encoding="utf-8")
         return self._catalog
 
-    def tap_argv(self, config: Path) -> list[str]:
-        """The command line of one sync of the executions stream."""
-        return [
+    def tap_argv(self, config: Path, state: Path | None = None) -> list[str]:
+        """The command line of one sync of the executions stream (from `state`, if given)."""
+        argv = [
             str(TAP),
             "--config",
             str(config),
             "--catalog",
             str(self.executions_catalog(config)),
         ]
+        return argv if state is None else [*argv, "--state", str(state)]
+
+
+def last_state(singer_output: Path) -> dict[str, object]:
+    """The value of the last STATE message a tap wrote (its bookmark for the next sync)."""
+    state: dict[str, object] = {}
+    with singer_output.open(encoding="utf-8") as lines:
+        for line in lines:
+            if '"STATE"' in line[:40]:  # records are long; a STATE line says so at once
+                state = json.loads(line)["value"]
+    return state
 
 
 def bare_loop_argv(api: FakeBolnaServer) -> list[str]:
@@ -271,8 +364,8 @@ def bare_loop_argv(api: FakeBolnaServer) -> list[str]:
     return [sys.executable, str(BARE_LOOP), api.url, API_KEY, str(PAGE_SIZE)]
 
 
-def tap_settings() -> set[str]:
-    """Setting names the installed tap accepts (from `--about`)."""
+def tap_settings() -> dict[str, dict[str, object]]:
+    """The settings the installed tap accepts, by name, with their schema (from `--about`)."""
     about = subprocess.run(
         [str(TAP), "--about", "--format=json"],
         capture_output=True,
@@ -281,7 +374,8 @@ def tap_settings() -> set[str]:
         env=child_environment(),
         timeout=120,
     )
-    return set(json.loads(about.stdout)["settings"]["properties"])
+    properties: dict[str, dict[str, object]] = json.loads(about.stdout)["settings"]["properties"]
+    return properties
 
 
 def machine_info() -> dict[str, str]:

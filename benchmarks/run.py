@@ -5,10 +5,14 @@
     uv run python -m benchmarks.run --profile    # also: top 15 functions of one tap run
     uv run python -m benchmarks.run --only dense
 
-Sections: overhead (tap vs a bare requests loop over the same calls), memory (peak RSS at
-10x the history), dense (one agent, one dense window) and agents (8 agents, one dense window
-each): max_workers 1 vs 4 vs 8 with 0.1 s per response; throttle (a server that answers 429
-beyond 2 requests in flight, max_workers 8 vs 2); profile (cProfile).
+Sections, with the tap's paces lifted and the fake's rate limits off: overhead (tap vs a bare
+requests loop over the same windows), memory (peak RSS at 10x the history), dense (one agent,
+10,000 calls in 6.5 days) and agents (8 agents, 2,000 calls each in 6 days): max_workers 1 vs
+4 vs 8 with 0.1 s per response; throttle (a server that answers 429 beyond 2 requests in
+flight, max_workers 8 vs 2); profile (cProfile). Under the live rules (live_rules.py): pacing
+(a backfill against Bolna's per-minute limits, scaled), history (the requests of a first sync
+of an agent created two years ago), following (the requests of a no-change sync with followed
+calls).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from benchmarks.bare_loop import windows as first_sync_windows
 from benchmarks.harness import (
     ROOT,
     TAP,
@@ -41,11 +46,34 @@ from benchmarks.harness import (
     run_child,
     tap_settings,
 )
+from benchmarks.live_rules import (
+    PACING_TRANSCRIPTS,
+    following_section,
+    history_section,
+    pacing_section,
+)
+from benchmarks.live_rules import (
+    SCALE as PACING_SCALE,
+)
+from benchmarks.report import Row, brief, heading, median_of, spread, yes_no
+from tests.fake_api.server import parse_query_time
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Callable, Mapping, Sequence
 
-SECTIONS = ("overhead", "memory", "dense", "agents", "throttle", "profile")
+    from tests.fake_api import World
+
+SECTIONS = (
+    "overhead",
+    "memory",
+    "dense",
+    "agents",
+    "throttle",
+    "pacing",
+    "history",
+    "following",
+    "profile",
+)
 OVERHEAD_GOAL = 1.3  # tap wall time / bare loop wall time (the goal after that: 1.15)
 MEMORY_TOLERANCE = 0.15  # peak RSS at 10x the calls, relative
 DENSE_SPEEDUP_GOAL = 3.5  # one agent, one window: max_workers 1 wall time / max_workers 4
@@ -66,8 +94,12 @@ class Plan:
     agents: WorldSize
     throttle: WorldSize
     latency_seconds: float
+    pacing: WorldSize
+    following_calls_per_agent: int
+    following_many: int  # the larger number of followed calls per agent
     parallel_workers: int = 4
     most_workers: int = 8
+    memory_with_fewer_workers: bool = True  # also measure peak RSS with parallel_workers
 
 
 FULL = Plan(
@@ -78,6 +110,9 @@ FULL = Plan(
     agents=WorldSize(agents=8, calls=16_000, days=6),
     throttle=WorldSize(agents=4, calls=6_000, days=6),
     latency_seconds=0.1,
+    pacing=WorldSize(agents=4, calls=7_000, days=20, transcript_bytes=PACING_TRANSCRIPTS),
+    following_calls_per_agent=12_000,
+    following_many=2_000,
 )
 QUICK = Plan(
     runs=1,
@@ -87,19 +122,11 @@ QUICK = Plan(
     agents=WorldSize(agents=8, calls=1_600, days=6),
     throttle=WorldSize(agents=2, calls=1_000, days=6),
     latency_seconds=0.05,
+    pacing=WorldSize(agents=4, calls=1_400, days=20, transcript_bytes=PACING_TRANSCRIPTS),
+    following_calls_per_agent=4_000,
+    following_many=200,
+    memory_with_fewer_workers=False,  # two tap runs fewer: quick stays near a minute
 )
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the final summary."""
-
-    measure: str
-    tap: str
-    baseline: str
-    ratio: str = ""
-    goal: str = ""
-    met: str = ""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,6 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "agents", plan.agents, plan, runs, files, goal=AGENTS_SPEEDUP_GOAL
             ),
             "throttle": lambda: throttle_section(plan, runs, files),
+            "pacing": lambda: pacing_section(
+                plan.pacing, runs, files, settings, scale=args.pacing_scale
+            ),
+            "history": lambda: history_section(files, settings),
+            "following": lambda: following_section(
+                plan.following_calls_per_agent, plan.following_many, files
+            ),
             "profile": lambda: profile_section(plan.overhead, files),
         }
         for section in sections:
@@ -152,11 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_section(name: str, section: Callable[[], list[Row]]) -> list[Row]:
     """A section's summary rows; a failure becomes a row, and the other sections still run."""
+    started = time.perf_counter()
     try:
         return section()
     except BenchmarkError as exc:
         print(f"\n{name} FAILED: {exc}")
         return [Row(name, "FAILED", "", met="no")]
+    finally:
+        print(f"  ({name}: {time.perf_counter() - started:.0f} s)")
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -172,6 +209,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="also profile one tap run (cProfile, top 15)"
     )
+    parser.add_argument(
+        "--pacing-scale",
+        type=float,
+        default=PACING_SCALE,
+        help=f"how many times faster than Bolna the pacing limits run (default {PACING_SCALE})",
+    )
     return parser.parse_args(argv)
 
 
@@ -183,9 +226,10 @@ def overhead_section(size: WorldSize, runs: int, files: TapFiles) -> list[Row]:
     heading(f"Overhead: tap-bolna vs a bare requests loop, {size.describe()}, page_size 50")
     print(
         "  Both sides are child processes: interpreter start-up and imports are included.\n"
-        "  The tap (no start_date) probes each agent's oldest call and walks 7-day windows;\n"
-        "  the bare loop pages through each agent's calls without dates. Catalog: only\n"
-        "  `executions` selected (`agents`, its parent, is still read once but not emitted)."
+        "  Both walk the same 7-day windows, from each agent's created_at less a day to now\n"
+        "  (the tap: no start_date). Paces lifted, the fake's rate limits off: the tap's own\n"
+        "  cost. Catalog: only `executions` selected (`agents`, its parent, is still read\n"
+        "  once but not emitted)."
     )
     tap_startup_argv = [str(TAP), "--about", "--format=json"]
     bare_startup_argv = [sys.executable, "-c", "import json, requests"]
@@ -274,7 +318,9 @@ def overhead_section(size: WorldSize, runs: int, files: TapFiles) -> list[Row]:
     ]
 
 
-def memory_section(plan: Plan, runs: int, files: TapFiles, settings: set[str]) -> list[Row]:
+def memory_section(
+    plan: Plan, runs: int, files: TapFiles, settings: Mapping[str, object]
+) -> list[Row]:
     """Peak RSS of the tap for 10x the calls, alternating the two sizes."""
     small, large = plan.overhead, plan.memory_large
     heading(f"Memory: peak RSS of tap-bolna, {small.calls:,} vs {large.calls:,} calls")
@@ -291,7 +337,7 @@ def memory_section(plan: Plan, runs: int, files: TapFiles, settings: set[str]) -
             larges.append(measure(large_api, large_argv, stream="executions"))
             print(f"  run {run}/{runs}: small {brief(smalls[-1])} | large {brief(larges[-1])}")
         parallel: tuple[Measurement, Measurement] | None = None
-        if "max_workers" in settings:
+        if plan.memory_with_fewer_workers and "max_workers" in settings:
             workers = plan.parallel_workers
             parallel = (
                 measure(
@@ -358,9 +404,9 @@ def speedup_section(  # noqa: PLR0913
         f"Latency-bound ({name}): max_workers {' vs '.join(map(str, counts))}, "
         f"{size.describe()}, {plan.latency_seconds} s per response"
     )
-    print("  Every agent's calls fit in one 7-day window: the pages of a window in parallel.")
     sides: dict[int, list[Measurement]] = {workers: [] for workers in counts}
     with fake_api(size, latency=plan.latency_seconds) as api:
+        print(f"  {describe_windows(api.world)}: the pages of a window in parallel.")
         argvs = {w: files.tap_argv(files.config(api, max_workers=w)) for w in counts}
         for run in range(1, runs + 1):
             for workers in counts:
@@ -446,6 +492,29 @@ def throttle_section(plan: Plan, runs: int, files: TapFiles) -> list[Row]:
     ]
 
 
+def describe_windows(world: World) -> str:
+    """How the first sync's windows (as bare_loop.py walks them) split each agent's calls."""
+    now = dt.datetime.now(dt.timezone.utc)
+    walked, holding, densest = 0, 0, 0
+    with world.lock:
+        for agent_id, agent in world.agents.items():
+            for created_from, created_to in first_sync_windows(agent["created_at"], now):
+                total, _ = world.list_executions(
+                    agent_id,
+                    created_from=parse_query_time(created_from, name="from", round_up=True),
+                    created_to=parse_query_time(created_to, name="to", round_up=False),
+                    page_size=1,
+                )
+                walked += 1
+                holding += total > 0
+                densest = max(densest, total)
+    agents = len(world.agents)
+    return (
+        f"{walked / agents:g} 7-day windows per agent from its created_at less a day, "
+        f"{holding / agents:g} of them with calls (the densest {densest:,} calls)"
+    )
+
+
 def check_records(size: WorldSize, measurements: list[Measurement]) -> None:
     """Warn when a run did not emit every call of the world."""
     wrong = [m.records for m in measurements if m.records != size.calls]
@@ -514,20 +583,6 @@ def short_location(filename: str, line: int, name: str) -> str:
 # ---------------------------------------------------------------------------------- printing
 
 
-def heading(title: str) -> None:
-    """A section title."""
-    print(f"\n== {title}")
-
-
-def brief(measurement: Measurement) -> str:
-    """One run in a few words."""
-    run = measurement.run
-    return (
-        f"{run.wall_seconds:.2f} s (CPU {run.cpu_seconds:.2f} s, {run.peak_rss_mb:.0f} MB, "
-        f"{measurement.requests:,} req, {measurement.records:,} rec)"
-    )
-
-
 def check_same_data(size: WorldSize, tap: Measurement, bare: Measurement) -> None:
     """Warn when the two sides did not read the same number of calls."""
     if tap.records == bare.records == size.calls:
@@ -555,18 +610,15 @@ def print_summary(rows: list[Row], machine: dict[str, str], elapsed: float, *, q
         )
     print(
         "  baselines: overhead = bare requests loop; peak RSS = the smaller history; "
-        "dense/agents = max_workers 1; throttle = max_workers matching the server's cap"
+        "dense/agents = max_workers 1; throttle = max_workers matching the server's cap;\n"
+        "  pacing = the admitted requests at the pace the limit leaves the tap; following = "
+        "reading the 7-day windows of the followed calls again"
     )
     if quick:
         print("  quick run: sizes are too small for the goals to mean anything")
     for name, value in machine.items():
         print(f"  {name}: {value}")
     print(f"  benchmark took {elapsed / 60:.1f} min")
-
-
-def median_of(side: list[Measurement], figure: str) -> float:
-    """The median of one ChildRun figure over runs (the mean of the middle two if even)."""
-    return statistics.median(getattr(measurement.run, figure) for measurement in side)
 
 
 def startup_seconds(argv: list[str]) -> float:
@@ -576,16 +628,6 @@ def startup_seconds(argv: list[str]) -> float:
         msg = f"{' '.join(argv)} exited with {run.exit_code}:\n{run.tail()}"
         raise BenchmarkError(msg)
     return run.wall_seconds
-
-
-def spread(values: list[float]) -> str:
-    """Every run, to show the noise."""
-    return "(" + ", ".join(f"{value:.2f}" for value in values) + ")"
-
-
-def yes_no(condition: bool) -> str:  # noqa: FBT001
-    """`yes` or `no`."""
-    return "yes" if condition else "no"
 
 
 if __name__ == "__main__":

@@ -34,10 +34,11 @@ if t.TYPE_CHECKING:
     from collections.abc import Callable, Generator, Iterable, Iterator
 
     from backoff.types import Details
-    from singer_sdk.helpers.types import Record
+    from singer_sdk.helpers.types import Context, Record
     from singer_sdk.streams.rest import RequestFunc
 
-    from tap_bolna.limits import AdaptiveConcurrency, RequestRateLimiter
+    from tap_bolna.accounts import AccountKeys
+    from tap_bolna.limits import AdaptiveConcurrency, Pacing
 
 
 if sys.version_info >= (3, 12):
@@ -184,15 +185,31 @@ class ServerClock:
         return dt.datetime.now(dt.timezone.utc) + self.offset
 
 
+class AccountKeyAuthenticator(BearerTokenAuthenticator):
+    """Bearer auth that keeps the key `AccountKeys.authorize` chose for the request's account.
+
+    The SDK authenticates a prepared request again just before sending it, with one key per
+    stream; the parent key is only the default.
+    """
+
+    @override
+    def authenticate_request(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if "Authorization" in request.headers:
+            return request
+        return super().authenticate_request(request)
+
+
 class BolnaStream(RESTStream):
     """Base for every Bolna stream: one place for URL, auth, errors and retries."""
 
-    # Shared by every stream of a tap run (set by the tap): requests per second (if set),
-    # requests in flight (lowered on 429), and Bolna's clock.
-    rate_limiter: RequestRateLimiter | None = None
+    # Shared by every stream of a tap run (set by the tap): the pace of each route group and
+    # the requests in flight (both lowered on 429), and Bolna's clock.
+    pacing: Pacing | None = None
     concurrency: AdaptiveConcurrency | None = None
     server_clock: ServerClock = ServerClock()
     stats: SyncStats = SyncStats()
+    # Which key each account's requests carry (set by the tap); without it, the parent key.
+    accounts: AccountKeys | None = None
     reports_sync_summary = False
 
     @property
@@ -203,7 +220,7 @@ class BolnaStream(RESTStream):
     @property
     @override
     def authenticator(self) -> BearerTokenAuthenticator:
-        return BearerTokenAuthenticator(token=self.config["api_key"])
+        return AccountKeyAuthenticator(token=self.config["api_key"])
 
     @property
     @override
@@ -260,29 +277,46 @@ class BolnaStream(RESTStream):
 
     @override
     def request_decorator(self, func: RequestFunc) -> RequestFunc:
-        limiter, concurrency, clock = self.rate_limiter, self.concurrency, self.server_clock
-        stats = self.stats
+        pacing, concurrency, clock = self.pacing, self.concurrency, self.server_clock
+        stats, accounts = self.stats, self.accounts
 
         def guarded(*args: t.Any, **kwargs: t.Any) -> requests.Response:  # noqa: ANN401
             raise_if_cancelled()  # a closed fetch plan sends nothing more, retries included
+            if accounts is not None:  # `_request(prepared, context)`: the context's account
+                accounts.authorize(args[0], args[1] if len(args) > 1 else kwargs.get("context"))
+            pacer = pacing.for_path(self.route_path(args[0])) if pacing is not None else None
             token = concurrency.acquire() if concurrency is not None else 0
             stats.count_request()
             throttled = False
+            sent_at = 0.0
             try:
-                if limiter is not None:
-                    limiter.wait()  # every attempt, retries included, takes a turn
+                if pacer is not None:
+                    sent_at = pacer.wait()  # every attempt, retries included, takes a turn
                 response = func(*args, **kwargs)
             except RetriableAPIError as exc:
                 refused = exc.response
                 throttled = refused is not None and refused.status_code == 429  # noqa: PLR2004
+                if throttled and pacer is not None:
+                    # The pacer holds every request back; this one waits as long (retry_waits).
+                    exc.wait_seconds = pacer.refused_after(  # type: ignore[attr-defined]
+                        sent_at, retry_after_seconds(refused)
+                    )
                 raise
             finally:
                 if concurrency is not None:
                     concurrency.release(token, throttled=throttled)
+            if pacer is not None:
+                pacer.succeeded(sent_at)
             clock.observe(response)
             return response
 
         return self.with_retries(guarded)
+
+    def route_path(self, prepared: requests.PreparedRequest) -> str:
+        """A request's path below `api_url` (which may itself have a path, behind a proxy)."""
+        path = urlparse(prepared.url or "").path
+        prefix = urlparse(self.url_base).path.rstrip("/")
+        return path.removeprefix(prefix) if prefix and path.startswith(prefix + "/") else path
 
     def with_retries(self, func: Callable[..., requests.Response]) -> RequestFunc:
         """The SDK's retry loop, but its words are ours: one WARNING per retry, nothing else.
@@ -373,20 +407,30 @@ class BolnaStream(RESTStream):
         self.stats.count_retry()
         self.logger.warning("%s", retry_message(details, self.backoff_max_tries()))
 
-    def get_json(self, path: str, params: dict[str, t.Any]) -> t.Any:  # noqa: ANN401
-        """One GET outside the paginated record loop, with the same errors and retries."""
+    def get_json(
+        self, path: str, params: dict[str, t.Any], context: Context | None = None
+    ) -> t.Any:  # noqa: ANN401
+        """One GET outside the paginated record loop, with the same errors and retries.
 
-        def send() -> requests.Response:
-            prepared = self.build_prepared_request(
-                method="GET", url=self.url_base + path, params=params, headers=self.http_headers
-            )
+        Sent with the key of the account in `context` (the parent's without one).
+        """
+
+        def send(
+            prepared: requests.PreparedRequest, _context: Context | None = None
+        ) -> requests.Response:
             response = self.requests_session.send(prepared, timeout=self.timeout)
             self.validate_response(response)
             return response
 
+        prepared = self.build_prepared_request(
+            method="GET", url=self.url_base + path, params=params, headers=self.http_headers
+        )
         # The SDK types its decorator for `_request(prepared, context)`; any callable works.
-        request = t.cast("Callable[[], requests.Response]", self.request_decorator(send))  # type: ignore[arg-type]
-        return response_json(request())
+        request = t.cast(
+            "Callable[[requests.PreparedRequest, Context | None], requests.Response]",
+            self.request_decorator(send),  # type: ignore[arg-type]
+        )
+        return response_json(request(prepared, context))
 
 
 def retry_message(details: Details, max_tries: int) -> str:
@@ -459,15 +503,19 @@ def path_parameters(template: str, path: str) -> dict[str, str]:
 def retry_waits(
     base: float = BACKOFF_BASE_SECONDS, cap: float = MAX_RETRY_WAIT_SECONDS
 ) -> Generator[float, BaseException | None, None]:
-    """Wait before each retry: Retry-After when the server sends it, else exponential full jitter.
+    """Wait before each retry: the pacer's pause after a 429, else Retry-After, else backoff.
 
-    The SDK's default waits ignore Retry-After; the backoff library sends each failure in here.
+    Backoff is exponential with full jitter. The SDK's default waits ignore Retry-After; the
+    backoff library sends each failure in here.
     """
     attempt = 0
     exception = yield 0.0  # primed by the backoff library with a bare send(None)
     while True:
+        paced_wait = getattr(exception, "wait_seconds", None)  # a 429: the pacer's pause
         server_wait = retry_after_seconds(getattr(exception, "response", None))
-        if server_wait is not None:
+        if paced_wait is not None:
+            wait = paced_wait
+        elif server_wait is not None:
             wait = server_wait
         else:
             wait = random.uniform(0, min(cap, base * 2**attempt))  # noqa: S311

@@ -111,7 +111,7 @@ class AgentProgress:
         """The agent's summary line."""
         self.logger.info(
             "Agent %s: %s new calls, %s changed since emitted (status or data), "
-            "%s pending calls still followed.",
+            "%s calls still followed (they can still change).",
             self.agent,
             f"{new:,}",
             f"{changed:,}",

@@ -26,6 +26,7 @@ from tap_bolna.statuses import (
     EXECUTION_STATUSES,
     FINAL_EXECUTION_STATUSES,
     PENDING_EXECUTION_STATUSES,
+    RETRYABLE_EXECUTION_STATUSES,
 )
 
 
@@ -39,7 +40,9 @@ _PENDING_OR_FINAL = (
     + ", ".join(f"`{status}`" for status in PENDING_EXECUTION_STATUSES)
     + ". Final: "
     + ", ".join(f"`{status}`" for status in FINAL_EXECUTION_STATUSES)
-    + "."
+    + " (of these, "
+    + ", ".join(f"`{status}`" for status in RETRYABLE_EXECUTION_STATUSES)
+    + " until Bolna's auto-retry puts the call back to `scheduled`, under the same id)."
 )
 
 # ---------------------------------------------------------------------------------------------
@@ -272,6 +275,16 @@ ACCOUNT_CONCURRENCY = th.ObjectType(
     ),
 )
 
+# Whose data a record is, on every per-account stream; set by the tap.
+SUB_ACCOUNT_ID = th.Property(
+    "sub_account_id",
+    th.StringType,
+    description=(
+        "The Bolna sub-account the record belongs to (read with that sub-account's key); "
+        "null for the parent account's own data. Set by the tap."
+    ),
+)
+
 # ---------------------------------------------------------------------------------------------
 # Streams
 # ---------------------------------------------------------------------------------------------
@@ -284,6 +297,7 @@ EXECUTION_SCHEMA = th.PropertiesList(
         required=True,
         description="Unique identifier for the execution (one call)",
     ),
+    SUB_ACCOUNT_ID,
     th.Property("agent_id", th.StringType, description="Unique `id` of the agent"),
     th.Property(
         "batch_id",
@@ -358,6 +372,21 @@ EXECUTION_SCHEMA = th.PropertiesList(
         th.ObjectType(additional_properties=True),
         description="Custom variable data injected in the call",
     ),
+    th.Property(
+        "scheduled_at",
+        th.DateTimeType,
+        description="When the call is (re)scheduled to be placed, e.g. by auto-retry",
+    ),
+    th.Property(
+        "retry_count",
+        th.IntegerType,
+        description="How many times auto-retry has placed this call again (same id)",
+    ),
+    th.Property(
+        "retry_history",
+        th.ArrayType(th.ObjectType(additional_properties=True)),
+        description="The earlier attempts of an auto-retried call, as Bolna records them",
+    ),
 )
 
 # spec: AgentV2 (items of GET /v2/agent/all).
@@ -368,6 +397,7 @@ AGENT_SCHEMA = th.PropertiesList(
         required=True,
         description="Unique identifier for the agent",
     ),
+    SUB_ACCOUNT_ID,
     th.Property("agent_name", th.StringType, description="Human-readable agent name"),
     th.Property("agent_type", th.StringType, description="Type of agent, e.g. `other`"),
     th.Property(
@@ -421,6 +451,7 @@ BATCH_SCHEMA = th.PropertiesList(
         required=True,
         description="The ID of the batch",
     ),
+    SUB_ACCOUNT_ID,
     th.Property(
         "agent_id",
         th.StringType,
@@ -651,6 +682,7 @@ EXECUTION_LOG_SCHEMA = th.PropertiesList(
         required=True,
         description="0-based index of the line in the call's log",
     ),
+    SUB_ACCOUNT_ID,
     th.Property(
         "created_at",
         th.DateTimeType,
@@ -676,5 +708,62 @@ EXECUTION_LOG_SCHEMA = th.PropertiesList(
             "when `component` is `llm`, `type` is `response`, and the provider returned "
             "traceable reasoning (e.g. OpenAI reasoning summaries or Gemini thoughts)."
         ),
+    ),
+)
+
+# spec: SubAccount (items of GET /sub-accounts/all), without `api_key`: the tap never emits it.
+SUB_ACCOUNT_SCHEMA = th.PropertiesList(
+    th.Property("id", th.StringType, required=True, description="Unique `id` of the sub-account"),
+    th.Property("name", th.StringType, description="Name of the sub-account"),
+    th.Property(
+        "organization_id", th.StringType, description="Organization the sub-account belongs to"
+    ),
+    th.Property(
+        "multi_tenant",
+        th.BooleanType,
+        description="Whether the sub-account is stored in a separate database",
+    ),
+    th.Property("min_concurrency", th.IntegerType, description="Concurrent calls reserved for it"),
+    th.Property(
+        "max_concurrency", th.IntegerType, description="Most concurrent calls it may place"
+    ),
+    th.Property(
+        "allow_concurrent_calls",
+        th.IntegerType,
+        description="Concurrent calls it may place (the older name in Bolna's spec)",
+    ),
+)
+
+# spec: AllSubAccountUsage items, one UTC day each (the tap asks for one day per row).
+SUB_ACCOUNT_USAGE_SCHEMA = th.PropertiesList(
+    th.Property("sub_account_id", th.StringType, required=True, description="The sub-account"),
+    th.Property(
+        "date", th.DateType, required=True, description="The UTC day (YYYY-MM-DD) summed up"
+    ),
+    th.Property("sub_account_name", th.StringType, description="Name of the sub-account"),
+    th.Property("total_records", th.IntegerType, description="Executions created that day"),
+    th.Property("total_duration", th.DecimalType, description="Their total duration (seconds)"),
+    th.Property("total_cost", th.DecimalType, description="Their total cost (cents)"),
+    th.Property("total_platform_cost", th.DecimalType, description="Their platform cost (cents)"),
+    th.Property("total_telephony_cost", th.DecimalType, description="Their telephony cost (cents)"),
+    th.Property(
+        "status_map",
+        th.ObjectType(additional_properties=th.IntegerType),
+        description='Executions per status, e.g. {"completed": 11, "no-answer": 1}',
+    ),
+    th.Property(
+        "synthesizer_cost_map",
+        th.ObjectType(additional_properties=True),
+        description="Synthesizer cost per provider and model (characters, cost in cents)",
+    ),
+    th.Property(
+        "transcriber_cost_map",
+        th.ObjectType(additional_properties=True),
+        description="Transcriber cost per provider and model (duration, cost in cents)",
+    ),
+    th.Property(
+        "llm_cost_map",
+        th.ObjectType(additional_properties=True),
+        description="LLM cost (cents) and tokens per model",
     ),
 )

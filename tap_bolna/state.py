@@ -22,7 +22,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from tap_bolna.statuses import PENDING_EXECUTION_STATUSES
+from tap_bolna.statuses import EXECUTION_STATUSES
 from tap_bolna.windows import AgentBookmark, LookBack, format_timestamp, parse_timestamp, plan_sync
 
 if t.TYPE_CHECKING:
@@ -59,7 +59,7 @@ class AgentRow:
     # Pending for longer than pending_lookback_days: the next sync stops following them.
     pending_too_old: int
     lookback_calls: int | None  # None: state written before the look-back
-    next_start: dt.datetime | None  # None: from the agent's oldest call (no bookmark, no start)
+    next_start: dt.datetime | None  # None: from the agent's created_at (no bookmark, no start)
 
     def as_json(self, now: dt.datetime) -> dict[str, t.Any]:
         """The row for machines: ISO timestamps, numbers, null where the table says '-'."""
@@ -169,7 +169,7 @@ def agent_row(partition: Mapping[str, t.Any], assumptions: Assumptions) -> Agent
 def count_by_status(statuses: t.Iterable[object]) -> dict[str, int]:
     """Calls per status, in the order a call goes through them (unknown ones last)."""
     counts = Counter(str(status) if status else "unknown" for status in statuses)
-    order = {status: position for position, status in enumerate(PENDING_EXECUTION_STATUSES)}
+    order = {status: position for position, status in enumerate(EXECUTION_STATUSES)}
     return dict(sorted(counts.items(), key=lambda item: (order.get(item[0], len(order)), item[0])))
 
 
@@ -204,7 +204,7 @@ def render_table(rows: Sequence[AgentRow], assumptions: Assumptions) -> str:
         "AGENT",
         "SYNCED THROUGH",
         "",
-        "PENDING CALLS FOLLOWED",
+        "CALLS FOLLOWED",
         "OLDEST PENDING",
         "LOOK-BACK",
         "NEXT SYNC FROM",
@@ -222,7 +222,7 @@ def render_table(rows: Sequence[AgentRow], assumptions: Assumptions) -> str:
                 pending,
                 readable_time(row.oldest_pending),
                 "-" if row.lookback_calls is None else str(row.lookback_calls),
-                readable_time(row.next_start, "oldest call"),
+                readable_time(row.next_start, "agent created"),
             )
         )
     widths = [max(len(line[column]) for line in lines) for column in range(len(header))]
@@ -251,7 +251,7 @@ def title_line(assumptions: Assumptions) -> str:
 
 
 def total_line(rows: Sequence[AgentRow]) -> str:
-    """One line: agents, pending calls followed by status, too old ones, look-back calls."""
+    """One line: agents, calls followed by status, too old ones, look-back calls."""
     pending: Counter[str] = Counter()
     for row in rows:
         pending.update(row.pending_by_status)
@@ -259,7 +259,7 @@ def total_line(rows: Sequence[AgentRow]) -> str:
     too_old = sum(row.pending_too_old for row in rows)
     parts = [
         f"Total: {len(rows)} agent{'s' if len(rows) != 1 else ''}",
-        f"{followed} pending calls followed"
+        f"{followed} calls followed"
         + (f" ({describe_counts(count_by_status(pending.elements()))})" if followed else ""),
         *([f"{too_old} too old to follow (the next sync drops them)"] if too_old else []),
         f"{sum(row.lookback_calls or 0 for row in rows)} look-back calls remembered",

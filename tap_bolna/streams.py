@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import decimal
-import functools
 import sys
 import typing as t
 from http import HTTPStatus
@@ -13,6 +12,7 @@ from urllib.parse import urlparse
 from singer_sdk.helpers.conform import TypeConformanceLevel
 
 from tap_bolna import schemas
+from tap_bolna.accounts import PARENT, SUB_ACCOUNT_ID, SUB_ACCOUNTS_PATH, Account
 from tap_bolna.client import BolnaAPIError, BolnaStream, response_json
 from tap_bolna.fetch_plan import (
     AgentFetches,
@@ -23,6 +23,7 @@ from tap_bolna.fetch_plan import (
 )
 from tap_bolna.progress import AgentProgress
 from tap_bolna.windows import (
+    FALLBACK_HISTORY_DAYS,
     AgentBookmark,
     AgentSync,
     EmitFilter,
@@ -46,6 +47,13 @@ if t.TYPE_CHECKING:
 CLOCK_OFFSET_WORTH_SAYING_SECONDS = 60
 # Settings passed through unchanged to the executions endpoint as filters.
 EXECUTION_FILTERS = ("status", "call_type", "provider", "batch_id")
+# How Bolna answers a sub-account key it does not accept (or a sub-account deleted meanwhile).
+ACCOUNT_REFUSALS = (HTTPStatus.UNAUTHORIZED, HTTPStatus.FORBIDDEN, HTTPStatus.NOT_FOUND)
+# Bolna sums usage over at most 32 days per request (from the start of the first day to the
+# end of the last one: 32 calendar days).
+USAGE_MAX_DAYS = 32
+# Usage of a day moves while its calls finish: every sync reads today and these days again.
+USAGE_REREAD_DAYS = 3
 
 
 class AgentsStream(BolnaStream):
@@ -58,7 +66,9 @@ class AgentsStream(BolnaStream):
 
     @override
     def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
-        agents = list(super().get_records(context))  # one bare array: it is in memory already
+        agents: list[dict[str, t.Any]] = []
+        for account in self.account_list():
+            agents += self.list_agents(account)
         wanted = list(dict.fromkeys(self.config.get("agent_ids") or []))
         if wanted:
             listed = {agent["id"]: agent for agent in agents}
@@ -67,27 +77,67 @@ class AgentsStream(BolnaStream):
         self.announce_to_children(agents)
         yield from agents
 
+    def account_list(self) -> list[Account]:
+        """The parent account, and the sub-accounts when `include_sub_accounts` is set."""
+        if self.accounts is None:
+            return [PARENT]
+        accounts = self.accounts.accounts(self.get_json)
+        unlisted = self.accounts.unlisted()
+        if unlisted:
+            self.logger.warning(
+                "Bolna lists no sub-account %s (deleted, or not this organisation's): "
+                "skipped; the other accounts are synced.",
+                ", ".join(unlisted),
+            )
+        return accounts
+
+    def list_agents(self, account: Account) -> list[dict[str, t.Any]]:
+        """One account's agents, with that account's key; a refused sub-account has none."""
+        try:
+            agents = self.get_json(self.path or "", {}, account.context)
+        except BolnaAPIError as exc:
+            refused = exc.status_code in ACCOUNT_REFUSALS
+            if account.sub_account_id is None or not refused or self.accounts is None:
+                raise
+            self.accounts.refuse(account.sub_account_id)
+            self.logger.warning(
+                "Bolna refused the key of %s (HTTP %s on %s): skipped this sync; the other "
+                "accounts are synced.",
+                account.label,
+                exc.status_code,
+                self.path,
+            )
+            return []
+        if not isinstance(agents, list):
+            msg = f"Bolna answered {self.path} with {type(agents).__name__}, expected a JSON array"
+            raise BolnaAPIError(msg)
+        for agent in agents:
+            agent[SUB_ACCOUNT_ID] = account.sub_account_id
+        return agents
+
     def announce_to_children(self, agents: list[dict[str, t.Any]]) -> None:
         """Tell per-agent streams which agents come, in order, before their syncs start."""
         contexts = [self.get_child_context(agent, None) for agent in agents]
-        names = {agent["id"]: str(agent.get("agent_name") or "unnamed") for agent in agents}
         for child in self.child_streams:
             if isinstance(child, AgentScopedStream):
-                child.announce_agents(contexts, names)
+                child.announce_agents(contexts, {agent["id"]: agent for agent in agents})
 
     def fetch_agent(self, agent_id: str) -> dict[str, t.Any]:
         """An agent the list does not show; a 404 names the configured id."""
         try:
-            return t.cast("dict[str, t.Any]", self.get_json(f"/v2/agent/{agent_id}", {}))
+            agent = t.cast("dict[str, t.Any]", self.get_json(f"/v2/agent/{agent_id}", {}))
         except BolnaAPIError as exc:
             if exc.status_code != 404:  # noqa: PLR2004
                 raise
             msg = f"Unknown agent {agent_id!r} in agent_ids: Bolna answered HTTP 404 ({exc.detail})"
             raise BolnaAPIError(msg, status_code=404, detail=exc.detail) from None
+        agent[SUB_ACCOUNT_ID] = None  # read with the parent key: the parent's own agent
+        return agent
 
     @override
     def get_child_context(self, record: Record, context: Context | None) -> Context:
-        return {"agent_id": record["id"]}
+        # The account is one more level of the partition: absent for the parent's own agents.
+        return {**account_context(record), "agent_id": record["id"]}
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
@@ -104,13 +154,14 @@ class AgentScopedStream(BolnaStream):
 
     parent_stream_type = AgentsStream
 
-    def announce_agents(self, contexts: list[Context], names: dict[str, str]) -> None:
-        """The agents the parent is about to sync, in order, and their names."""
+    def announce_agents(self, contexts: list[Context], agents: dict[str, Record]) -> None:
+        """The agents the parent is about to sync, in order, and their records by id."""
 
     @override
     def post_process(self, row: Record, context: Context | None = None) -> Record | None:
         if context and row.get("agent_id") is None:
             row["agent_id"] = context["agent_id"]
+        row[SUB_ACCOUNT_ID] = (context or {}).get(SUB_ACCOUNT_ID)
         return row
 
 
@@ -170,6 +221,129 @@ class AccountStream(BolnaStream):
         yield account
 
 
+class SubAccountsStream(BolnaStream):
+    """The sub-accounts of an agency's parent key (`GET /sub-accounts/all`), without their keys.
+
+    Emits nothing unless `include_sub_accounts` is set. The listing is read once per run and
+    shared with the agents stream (`accounts.AccountKeys`), which keeps the keys.
+    """
+
+    name = "sub_accounts"
+    path = SUB_ACCOUNTS_PATH
+    primary_keys = ("id",)
+    schema = schemas.SUB_ACCOUNT_SCHEMA.to_dict()
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        if self.accounts is not None:
+            yield from self.accounts.sub_accounts(self.get_json)
+
+
+class SubAccountUsageStream(BolnaStream):
+    """Each sub-account's usage and cost per UTC day (`GET /sub-accounts/all/usage`).
+
+    One request per day with usage, for every sub-account at once, after one request per
+    32 days (Bolna's longest range) that finds the days worth asking about. Today and the
+    `USAGE_REREAD_DAYS` before it are read again by every sync: a day's usage still moves
+    while its calls finish. Days without calls or cost give no row.
+    """
+
+    name = "sub_account_usage"
+    path = "/sub-accounts/all/usage"
+    primary_keys = ("sub_account_id", "date")
+    replication_key = "date"
+    is_sorted = False
+    schema = schemas.SUB_ACCOUNT_USAGE_SCHEMA.to_dict()
+
+    @override
+    def get_records(self, context: Context | None) -> Iterable[dict[str, t.Any]]:
+        if self.accounts is None:
+            return
+        wanted = {item["id"] for item in self.accounts.sub_accounts(self.get_json)}
+        if not wanted:
+            return
+        first, last = self.usage_days(context)
+        for chunk in day_ranges(first, last, USAGE_MAX_DAYS):
+            totals = self.usage(chunk[0], chunk[-1])
+            if not any(row.get(SUB_ACCOUNT_ID) in wanted and has_usage(row) for row in totals):
+                continue  # nothing in these days: no request per day
+            for day in chunk:
+                rows = totals if len(chunk) == 1 else self.usage(day, day)
+                for row in rows:
+                    if row.get(SUB_ACCOUNT_ID) in wanted and has_usage(row):
+                        yield {**row, "date": day.isoformat()}
+        # The bookmark is the last day read, with or without usage (see _increment_stream_state).
+        state = self.get_context_state(context)
+        state["replication_key"] = self.replication_key
+        state["replication_key_value"] = last.isoformat()
+
+    def usage_days(self, context: Context | None) -> tuple[dt.date, dt.date]:
+        """The first and last UTC day this sync reads."""
+        today = self.server_clock.now().date()
+        end_date = self.config.get("end_date")
+        last = min(today, parse_timestamp(end_date).date()) if end_date else today
+        state = self.get_context_state(context)
+        stored = state.get("replication_key_value")
+        start_date = self.config.get("start_date")
+        if stored and state.get("replication_key") == self.replication_key:
+            first = dt.date.fromisoformat(str(stored)) - dt.timedelta(days=USAGE_REREAD_DAYS)
+            if start_date:
+                first = max(first, parse_timestamp(start_date).date())
+        elif start_date:
+            first = parse_timestamp(start_date).date()
+        else:
+            first = today - dt.timedelta(days=FALLBACK_HISTORY_DAYS)
+        return min(first, last), last
+
+    def usage(self, first: dt.date, last: dt.date) -> list[dict[str, t.Any]]:
+        """Every sub-account's usage from the start of `first` to the end of `last` (UTC)."""
+        start = dt.datetime.combine(first, dt.time(), tzinfo=dt.timezone.utc)
+        end = dt.datetime.combine(last, dt.time.max, tzinfo=dt.timezone.utc)
+        params = {
+            "from": start.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "to": end.strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        }
+        body = self.get_json(self.path or "", params)
+        if not isinstance(body, list):
+            msg = f"Bolna answered {self.path} with {type(body).__name__}, expected a JSON array"
+            raise BolnaAPIError(msg)
+        return [row for row in body if isinstance(row, dict)]
+
+    @override
+    def post_process(self, row: Record, context: Context | None = None) -> Record | None:
+        # `from` and `to` say which range was summed: here always the row's `date`.
+        row.pop("from", None)
+        row.pop("to", None)
+        return row
+
+    @override
+    def _increment_stream_state(
+        self, latest_record: Record, *, context: Context | None = None
+    ) -> None:
+        # The bookmark is the last day read (get_records), not the newest day with usage:
+        # an idle stretch must not be read again by every sync. (No public hook for this.)
+        return
+
+
+def day_ranges(first: dt.date, last: dt.date, days: int) -> Iterator[list[dt.date]]:
+    """The days from `first` to `last`, in runs of at most `days`."""
+    chunk: list[dt.date] = []
+    day = first
+    while day <= last:
+        chunk.append(day)
+        if len(chunk) == days:
+            yield chunk
+            chunk = []
+        day += dt.timedelta(days=1)
+    if chunk:
+        yield chunk
+
+
+def has_usage(row: Mapping[str, t.Any]) -> bool:
+    """Whether a usage row counts any call or any cost."""
+    return bool(row.get("total_records") or row.get("total_cost"))
+
+
 class ExecutionsStream(AgentScopedStream):
     """Every call (execution) of each agent, synced incrementally in `created_at` windows.
 
@@ -197,12 +371,17 @@ class ExecutionsStream(AgentScopedStream):
         self._sync_time = dt.datetime.now(dt.timezone.utc)
         self.fetches = AgentFetches(self.plan_agent, self.new_fetch_plan)
         self._page_request: t.Callable[..., requests.Response] | None = None
-        self._agent_names: dict[str, str] = {}
+        self._agents: dict[str, Record] = {}
+        self._said_history_assumed = False
 
     @property
     def lookback(self) -> LookBack:
-        """How far incremental syncs read again behind each agent's bookmark."""
-        return LookBack(self.config["lookback_minutes"], self.config["pending_lookback_days"])
+        """How far incremental syncs read again, and how long they follow calls."""
+        return LookBack(
+            self.config["lookback_minutes"],
+            self.config["pending_lookback_days"],
+            self.config["retry_horizon_hours"],
+        )
 
     @override
     def parse_response(self, response: requests.Response) -> Iterable[dict]:
@@ -218,17 +397,20 @@ class ExecutionsStream(AgentScopedStream):
 
     @override
     def get_url_params(self, context: Context | None, next_page_token: t.Any | None) -> dict:
+        if not context or "from" not in context or "to" not in context:  # pragma: no cover
+            msg = "an executions request without from/to: Bolna refuses it (a bug in the tap)"
+            raise RuntimeError(msg)
         params = {"page_number": next_page_token or 1, "page_size": self.config["page_size"]}
         params.update(self.filter_params())
-        if context and "from" in context:
-            params["from"], params["to"] = context["from"], context["to"]
+        params["from"], params["to"] = context["from"], context["to"]
         return params
 
     @override
-    def announce_agents(self, contexts: list[Context], names: dict[str, str]) -> None:
+    def announce_agents(self, contexts: list[Context], agents: dict[str, Record]) -> None:
         # A new sync of the parent starts: one "now", on Bolna's clock, for every agent.
         self._sync_time = self.server_clock.now()
-        self._agent_names = names
+        self._agents = agents
+        self._said_history_assumed = False
         self.fetches.announce(contexts if self.selected else [])
         offset = self.server_clock.offset.total_seconds()
         if abs(offset) >= CLOCK_OFFSET_WORTH_SAYING_SECONDS:
@@ -249,8 +431,8 @@ class ExecutionsStream(AgentScopedStream):
             now=self._sync_time,
             lookback=self.lookback,
         )
-        name = self._agent_names.get(agent.agent_id)
-        label = f"{name} ({agent.agent_id})" if name else agent.agent_id
+        name = (self._agents.get(agent.agent_id) or {}).get("agent_name") or "unnamed"
+        label = f"{name} ({agent.agent_id})" if agent.agent_id in self._agents else agent.agent_id
         progress = AgentProgress(self.logger, label, len(agent.windows))
         try:
             with self.get_http_request_counter() as request_counter:
@@ -265,18 +447,18 @@ class ExecutionsStream(AgentScopedStream):
                     emit.complete(window)
                     self.checkpoint(context, agent.bookmark)
                     progress.window_done(window)
+                    if emit.gone:
+                        self.warn_gone(agent, emit.gone)
+                        emit.gone.clear()
         except BaseException:
             self.fetches.close()  # an error or a signal ends the sync: stop the workers
             raise
-        if agent.has_no_calls:
-            # Remember that the agent had no calls, so the next sync starts from here.
-            agent.bookmark.synced_through = agent.end
-            self.checkpoint(context, agent.bookmark)
         progress.agent_done(new=emit.new, changed=emit.changed, pending=len(agent.bookmark.pending))
         self.stats.count_agent(progress.emitted)
 
     def plan_agent(self, context: Context) -> AgentSync:
         """Plan one agent's sync from its stored bookmark (see `windows.plan_agent`)."""
+        created_at = (self._agents.get(context["agent_id"]) or {}).get("created_at")
         agent = plan_agent(
             context,
             AgentBookmark.from_state(self.stored_partition_state(context)),
@@ -284,11 +466,21 @@ class ExecutionsStream(AgentScopedStream):
             start_date=self.configured_time("start_date"),
             end_date=self.configured_time("end_date"),
             window_days=self.config["window_days"],
+            page_size=self.config["page_size"],
             lookback=self.lookback,
-            oldest_created_at=functools.partial(self.oldest_created_at, context),
+            agent_created_at=parse_timestamp(str(created_at)) if created_at else None,
         )
         if agent.expired_pending:
             self.warn_expired_pending(agent)
+        if agent.history_assumed and not self._said_history_assumed:
+            self._said_history_assumed = True  # once a sync: it is the same for every agent
+            self.logger.warning(
+                "Bolna gave agent %s no created_at: its history is read from %d days ago "
+                "(%s); set start_date to read from elsewhere.",
+                agent.agent_id,
+                FALLBACK_HISTORY_DAYS,
+                agent.windows[0].params()["from"] if agent.windows else "nothing to read",
+            )
         return agent
 
     def stored_partition_state(self, context: Context) -> Mapping[str, t.Any]:
@@ -320,7 +512,17 @@ class ExecutionsStream(AgentScopedStream):
         Not the SDK's paginator: it fetches a window's pages one after another, and the
         fetch plan needs any page of any window, in parallel.
         """
-        context = {**job.context, **job.window.params()}
+        window = job.window
+        if window.call_id is not None and page_number == 1:
+            try:
+                record = self.get_json(f"/executions/{window.call_id}", {}, job.context)
+            except BolnaAPIError as exc:
+                if exc.status_code != HTTPStatus.NOT_FOUND:
+                    raise
+                # Not found by id: read its window once before it is dropped (EmitFilter.gone).
+            else:
+                return Page(records=[record], total=1, has_more=False)
+        context = {**job.context, **window.params()}
         prepared = self.build_prepared_request(
             method="GET",
             url=self.get_url(context),
@@ -364,8 +566,18 @@ class ExecutionsStream(AgentScopedStream):
         # newest created_at seen, so they are not kept at all. (No public hook for this.)
         return
 
+    def warn_gone(self, agent: AgentSync, gone: list[str]) -> None:
+        """Say that followed calls Bolna no longer has are no longer followed."""
+        self.logger.warning(
+            "Agent %s: %d followed call(s) are gone (HTTP 404 by id, and not listed in their "
+            "window), e.g. %s; no longer followed.",
+            agent.agent_id,
+            len(gone),
+            gone[0],
+        )
+
     def warn_expired_pending(self, agent: AgentSync) -> None:
-        """Say that calls pending for longer than the look-back are no longer followed."""
+        """Say that calls pending for longer than the follow horizon are no longer followed."""
         expired = agent.expired_pending
         self.logger.warning(
             "Agent %s: %d call(s) still pending after %d days (oldest created %s, e.g. %s) "
@@ -376,23 +588,6 @@ class ExecutionsStream(AgentScopedStream):
             min(call["created_at"] for call in expired.values()),
             next(iter(sorted(expired))),
         )
-
-    def oldest_created_at(self, context: Context) -> dt.datetime | None:
-        """`created_at` of the agent's oldest call (None if it has none): two small requests.
-
-        The list is newest first, so with one call per page the oldest is on page `total`.
-        If calls arrive in between, `has_more` is still true and we follow the new total.
-        """
-        path = self.get_url(context).removeprefix(self.url_base)
-        params: dict[str, t.Any] = {**self.filter_params(), "page_size": 1, "page_number": 1}
-        body = self.get_json(path, params)
-        while body.get("has_more"):
-            total = body.get("total")
-            next_page = total if isinstance(total, int) and total > params["page_number"] else None
-            params["page_number"] = next_page or params["page_number"] + 1
-            body = self.get_json(path, params)
-        calls = body.get("data") or []
-        return parse_timestamp(calls[-1]["created_at"]) if calls else None
 
     def configured_time(self, setting: str) -> dt.datetime | None:
         """A date setting as an aware UTC datetime (already validated by the tap)."""
@@ -406,7 +601,7 @@ class ExecutionsStream(AgentScopedStream):
 
     @override
     def get_child_context(self, record: Record, context: Context | None) -> Context:
-        return {"execution_id": record["id"]}
+        return {**account_context(record), "execution_id": record["id"]}
 
 
 class ExecutionLogsStream(BolnaStream):
@@ -446,7 +641,14 @@ class ExecutionLogsStream(BolnaStream):
         # Half the key; with no state partition per call the SDK does not copy it in.
         if context:
             row["execution_id"] = context["execution_id"]
+        row[SUB_ACCOUNT_ID] = (context or {}).get(SUB_ACCOUNT_ID)
         return row
+
+
+def account_context(record: Mapping[str, t.Any]) -> dict[str, str]:
+    """The account part of a child's context, from a record's `sub_account_id` (None: nothing)."""
+    sub_account_id = record.get(SUB_ACCOUNT_ID)
+    return {} if sub_account_id is None else {SUB_ACCOUNT_ID: str(sub_account_id)}
 
 
 def normalize_execution(row: dict[str, t.Any]) -> dict[str, t.Any]:

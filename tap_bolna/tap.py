@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import ipaddress
 import json
 import logging
@@ -22,6 +23,7 @@ from singer_sdk.exceptions import ConfigValidationError, RetriableAPIError
 from singer_sdk.tap_base import CliTestOptionValue
 
 from tap_bolna import streams
+from tap_bolna.accounts import AccountKeys
 from tap_bolna.client import (
     BACKOFF_MAX_TRIES,
     RETRIABLE_ERRORS,
@@ -30,10 +32,10 @@ from tap_bolna.client import (
     ServerClock,
     describe_failure,
 )
-from tap_bolna.limits import AdaptiveConcurrency, RequestRateLimiter
+from tap_bolna.limits import EXECUTIONS_ROUTES, OTHER_ROUTES, AdaptiveConcurrency, Pacing
 from tap_bolna.progress import SyncStats
 from tap_bolna.statuses import EXECUTION_STATUSES
-from tap_bolna.windows import LookBack, parse_timestamp
+from tap_bolna.windows import LookBack, Window, parse_timestamp
 
 if sys.version_info >= (3, 12):
     from typing import override
@@ -56,6 +58,10 @@ ONE_LINE_FAILURES: tuple[type[Exception], ...] = (
 )
 # The state keeps every call of the look-back: a day of a busy agent is already a lot.
 MAX_LOOKBACK_MINUTES = 1440
+# The default paces: Bolna allows 500 and 1,000 requests a minute per organisation, shared with
+# the customer's own apps; the tap takes 60 % of each and leaves the rest to them.
+DEFAULT_EXECUTIONS_PER_MINUTE = 300
+DEFAULT_OTHER_PER_MINUTE = 600
 
 
 class TapBolna(Tap):
@@ -87,7 +93,8 @@ class TapBolna(Tap):
             th.DateTimeType,
             description=(
                 "Earliest call `created_at` to extract (ISO 8601, UTC if no offset). Without it "
-                "the first sync finds each agent's oldest call and extracts the whole history."
+                "the first sync reads each agent's whole history, in 7-day windows from the "
+                "agent's `created_at` (2 years back for an agent Bolna gives none)."
             ),
         ),
         th.Property(
@@ -99,6 +106,24 @@ class TapBolna(Tap):
             "agent_ids",
             th.ArrayType(th.StringType),
             description="Only these agents (default: every agent from `GET /v2/agent/all`).",
+        ),
+        th.Property(
+            "include_sub_accounts",
+            th.BooleanType,
+            default=False,
+            description=(
+                "Also sync every sub-account of this (enterprise, parent) key: the tap lists "
+                "them with `GET /sub-accounts/all` and reads each one's agents, calls and "
+                "batches with that sub-account's own key, which it keeps in memory for the "
+                "run only. Records carry `sub_account_id` (null for the parent's own data)."
+            ),
+        ),
+        th.Property(
+            "sub_account_ids",
+            th.ArrayType(th.StringType),
+            description=(
+                "Only these sub-accounts (default: every one listed); needs `include_sub_accounts`."
+            ),
         ),
         th.Property(
             "page_size",
@@ -117,9 +142,22 @@ class TapBolna(Tap):
             th.IntegerType(minimum=1),
             default=LookBack.pending_days,
             description=(
-                "How long a call seen in a pending status (scheduled, queued, ringing, …) is "
-                "re-checked by later syncs until it reaches a final status; also the furthest "
-                "back an idle agent is read again for calls listed late."
+                "How many days after it was created a call in a status that can still change "
+                "(scheduled, prepared, queued, ringing, call-disconnected, or one the tap does "
+                "not know) is followed by later syncs until it is final. Batches can be "
+                "scheduled 30 days ahead."
+            ),
+        ),
+        th.Property(
+            "retry_horizon_hours",
+            th.IntegerType(minimum=0),
+            default=LookBack.retry_hours,
+            description=(
+                "How many hours after its last change a no-answer, busy, failed or error call "
+                "is still followed, because Bolna's auto-retry can put it back to scheduled "
+                "under the same id (by default 30, 60 and 120 minutes apart). Longer catches "
+                "longer retry intervals and costs a re-check per sync for each such call; "
+                "0 takes these statuses as final."
             ),
         ),
         th.Property(
@@ -138,7 +176,10 @@ class TapBolna(Tap):
         th.Property(
             "status",
             th.StringType(allowed_values=list(EXECUTION_STATUSES)),
-            description="Only calls with this status (passed to the API as a filter).",
+            description=(
+                "Only calls with this status (passed to the API as a filter). A call that "
+                "moves to another status is then no longer listed, and is not followed."
+            ),
         ),
         th.Property(
             "call_type",
@@ -172,9 +213,32 @@ class TapBolna(Tap):
             ),
         ),
         th.Property(
+            "max_requests_per_minute",
+            th.IntegerType(minimum=1),
+            default=DEFAULT_EXECUTIONS_PER_MINUTE,
+            description=(
+                "Pace of requests to Bolna's agent routes (executions, agents), spread evenly "
+                "across all workers. Bolna allows an organisation 500 a minute there, shared "
+                "with its own apps; the default leaves them 200. Lowered on HTTP 429 and "
+                "raised again slowly, never above this."
+            ),
+        ),
+        th.Property(
+            "max_other_requests_per_minute",
+            th.IntegerType(minimum=1),
+            default=DEFAULT_OTHER_PER_MINUTE,
+            description=(
+                "Pace of requests to Bolna's other routes (a call by id, batches, phone "
+                "numbers, account), where Bolna allows 1,000 a minute."
+            ),
+        ),
+        th.Property(
             "max_requests_per_second",
             th.NumberType(exclusive_minimum=0),
-            description="Upper bound on requests per second across all workers (default: none).",
+            description=(
+                "Deprecated: use max_requests_per_minute. When set, caps both paces at 60 "
+                "times this (a WARNING says so)."
+            ),
         ),
         additional_properties=False,  # a misspelt setting name fails instead of being ignored
     ).to_dict()
@@ -186,7 +250,11 @@ class TapBolna(Tap):
         except ConfigValidationError as exc:  # its lines quote values, a mistyped api_key too
             errors = [hide_secret_value(error, self.config_jsonschema) for error in exc.errors]
             raise ConfigValidationError(str(exc), errors=errors, schema=exc.schema) from None
-        errors = [*api_setting_errors(self.config), *date_setting_errors(self.config)]
+        errors = [
+            *api_setting_errors(self.config),
+            *date_setting_errors(self.config),
+            *sub_account_setting_errors(self.config),
+        ]
         if errors and kwargs.get("validate_config", True):
             msg = "Config validation failed"
             raise ConfigValidationError(msg, errors=errors)
@@ -270,16 +338,27 @@ class TapBolna(Tap):
 
     def check_connection(self) -> str:
         """Ask Bolna for the agents and one call of one agent; say what it answered."""
+        executions = t.cast("BolnaStream", self.streams["executions"])
         agents = t.cast("BolnaStream", self.streams["agents"]).get_json("/v2/agent/all", {})
         wanted = self.config.get("agent_ids") or [agent["id"] for agent in agents[:1]]
         found = f"{len(agents)} agents"
         requests = 1
+        sub_accounts = t.cast("BolnaStream", self.streams["sub_accounts"])
+        if sub_accounts.accounts is not None and sub_accounts.accounts.include_sub_accounts:
+            listed = sub_accounts.accounts.sub_accounts(sub_accounts.get_json)
+            found += f"; {len(listed)} sub-accounts"
+            requests += 1
         if wanted:
-            page = t.cast("BolnaStream", self.streams["executions"]).get_json(
-                f"/v2/agent/{wanted[0]}/executions", {"page_number": 1, "page_size": 1}
+            # Bolna requires a date range of at most 7 days on every executions request.
+            now = executions.server_clock.now()
+            week = Window(now - dt.timedelta(days=MAX_WINDOW_DAYS), now)
+            page = executions.get_json(
+                f"/v2/agent/{wanted[0]}/executions",
+                {"page_number": 1, "page_size": 1, **week.params()},
             )
             requests += 1
-            found += f"; agent {wanted[0]} has {page.get('total', 'an unknown number of')} calls"
+            total = page.get("total", "an unknown number of")
+            found += f"; agent {wanted[0]} has {total} calls in the last {MAX_WINDOW_DAYS} days"
         return (
             f"Connection test passed: {self.config['api_url']} accepted the API key; {found} "
             f"({requests} requests)"
@@ -295,22 +374,49 @@ class TapBolna(Tap):
             streams.PhoneNumbersStream(self),
             streams.KnowledgebasesStream(self),
             streams.AccountStream(self),
+            streams.SubAccountsStream(self),
+            streams.SubAccountUsageStream(self),
         ]
-        # One budget for every stream and worker, and one view of Bolna's clock.
-        per_second = self.config.get("max_requests_per_second")
-        limiter = RequestRateLimiter(per_second) if per_second else None
+        # One pace per route group for every stream and worker, and one view of Bolna's clock.
+        pacing = Pacing(self.paces(), logger=self.logger)
         concurrency = AdaptiveConcurrency(self.config["max_workers"], logger=self.logger)
         clock = ServerClock()
         stats = SyncStats()
+        # One place maps an account to its key; streams only see contexts.
+        accounts = AccountKeys(
+            self.config["api_key"],
+            include_sub_accounts=self.config.get("include_sub_accounts", False),
+            sub_account_ids=self.config.get("sub_account_ids"),
+        )
         for stream in found:
             if not any(isinstance(f, ReportedFailureLogFilter) for f in stream.logger.filters):
                 stream.logger.addFilter(ReportedFailureLogFilter())
-            stream.rate_limiter = limiter
+            stream.pacing = pacing
             stream.concurrency = concurrency
             stream.server_clock = clock
             stream.stats = stats
+            stream.accounts = accounts
         found[0].reports_sync_summary = True  # once, after every stream has synced
         return found
+
+    def paces(self) -> dict[str, float]:
+        """Requests a minute for each route group, with the deprecated per-second cap applied."""
+        paces = {
+            EXECUTIONS_ROUTES: float(self.config["max_requests_per_minute"]),
+            OTHER_ROUTES: float(self.config["max_other_requests_per_minute"]),
+        }
+        per_second = self.config.get("max_requests_per_second")
+        if per_second:
+            cap = 60.0 * per_second
+            self.logger.warning(
+                "max_requests_per_second is deprecated: set max_requests_per_minute (and "
+                "max_other_requests_per_minute) instead; %.6g a second caps both at %.6g a "
+                "minute.",
+                per_second,
+                cap,
+            )
+            paces = {group: min(pace, cap) for group, pace in paces.items()}
+        return paces
 
 
 class ReportedFailureLogFilter(logging.Filter):
@@ -401,6 +507,13 @@ def hide_secret_value(error: str, config_schema: Mapping[str, t.Any]) -> str:
             expected = " or ".join(kinds) or "valid value"
             return f"{name} must be a {expected} (the value given is not shown: it is secret)"
     return error
+
+
+def sub_account_setting_errors(config: Mapping[str, t.Any]) -> list[str]:
+    """sub_account_ids without include_sub_accounts would silently sync no sub-account."""
+    if config.get("sub_account_ids") and not config.get("include_sub_accounts"):
+        return ["sub_account_ids is set but include_sub_accounts is not: set it to true"]
+    return []
 
 
 def date_setting_errors(config: Mapping[str, t.Any]) -> list[str]:

@@ -1,28 +1,40 @@
 """Date windows over `created_at` and the per-agent bookmark rules.
 
-The executions endpoint filters on `created_at` only, inclusive at both ends, and rejects
-ranges wider than 7 days. So a sync walks consecutive windows that share their edges; a call
-exactly on an edge arrives twice and is emitted once. A call's status changes after it is
-created, so calls seen while still pending are kept in the bookmark and fetched again later.
+The executions endpoint filters on `created_at` only, inclusive at both ends, requires both
+ends on every request and rejects ranges wider than 7 days. So a sync walks consecutive
+windows that share their edges, from where the agent's history begins; a call exactly on an
+edge arrives twice and is emitted once. A call changes after it is created, so calls seen in
+a status that can still change (`statuses.follow_rule`) are kept in the bookmark and read
+again by later syncs, by id or through a narrow window, whichever costs fewer requests.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
 import typing as t
 from dataclasses import dataclass, field
 
 import pendulum
 
-from tap_bolna.statuses import PENDING_EXECUTION_STATUSES
+from tap_bolna.statuses import Follow, follow_rule
 
 if t.TYPE_CHECKING:
-    from collections.abc import Callable, Iterator, Mapping
-
-PENDING_STATUSES = frozenset(PENDING_EXECUTION_STATUSES)
+    from collections.abc import Iterator, Mapping
 
 # The API's documented timestamp form ("2025-05-07T00:00:00.000Z"): milliseconds, UTC.
 _PRECISION = dt.timedelta(milliseconds=1)
+_DAY = dt.timedelta(days=1)
+# No call is older than its agent; this margin costs at most one more window.
+AGENT_CREATED_MARGIN = _DAY
+# Where an agent's history begins when Bolna gives it no created_at (and no start_date is set).
+FALLBACK_HISTORY_DAYS = 730
+# Calls listed late are created after the newest call seen; an idle agent is read again this
+# far back for them (one window).
+LATE_LISTING_DAYS = 7
+# The rules the bookmark was written under; state without it followed call-disconnected,
+# no-answer, busy, failed and error calls as final, and is read again once (see AgentBookmark).
+STATE_VERSION = 2
 
 
 def parse_timestamp(value: str) -> dt.datetime:
@@ -69,8 +81,11 @@ class Window:
 
     start: dt.datetime
     end: dt.datetime
-    # A re-check window only revisits calls that were pending; it never advances the bookmark.
+    # A re-check window only revisits calls that were followed; it never advances the bookmark.
     recheck: bool = False
+    # A re-check of this one call by id (`GET /executions/{id}`); its range is the call's own
+    # millisecond, read when the id is not found.
+    call_id: str | None = None
 
     def params(self) -> dict[str, str]:
         """The query parameters for this window."""
@@ -86,23 +101,60 @@ def forward_windows(start: dt.datetime, end: dt.datetime, width: dt.timedelta) -
         start = window_end
 
 
-def recheck_windows(created: list[dt.datetime], width: dt.timedelta) -> Iterator[Window]:
-    """The fewest windows of at most `width` that cover every given creation time.
+def recheck_windows(
+    followed: Mapping[str, dt.datetime],
+    width: dt.timedelta,
+    *,
+    page_size: int = 50,
+    calls_per_day: Mapping[str, int] | None = None,
+) -> Iterator[Window]:
+    """The re-checks of followed calls (id -> created_at), oldest first, in the fewest requests.
 
-    Each window spans only from one pending call to the last one within `width`, so the
-    requests scale with the pending calls, not with everything created around them.
+    Calls are grouped while the group spans less than `width` and the calls between two of
+    them (estimated from `calls_per_day`) fit on less than a page. A group is read through its
+    window when that takes fewer pages than it has calls, else each call by id: so a few calls
+    in a busy history cost a request each, and many calls close together a few pages.
     """
-    remaining = sorted(floor_to_api_precision(moment) for moment in created)
-    while remaining:
-        first = remaining[0]
-        inside = [moment for moment in remaining if moment <= first + width]
+    per_day = calls_per_day or {}
+    groups: list[list[tuple[dt.datetime, str]]] = []
+    for call_id, created in sorted(followed.items(), key=lambda item: (item[1], item[0])):
+        moment = floor_to_api_precision(created)
+        if groups:
+            group = groups[-1]
+            close = estimated_calls(per_day, group[-1][0], moment) < page_size
+            if close and moment < group[0][0] + width:
+                group.append((moment, call_id))
+                continue
+        groups.append([(moment, call_id)])
+    for group in groups:
+        first, last = group[0][0], group[-1][0]
         # End one tick after the last call: the API compares created_at at full precision.
-        yield Window(first, inside[-1] + _PRECISION, recheck=True)
-        remaining = remaining[len(inside) :]
+        end = last + _PRECISION
+        calls = max(estimated_calls(per_day, first, end), len(group))
+        if len(group) <= max(1, math.ceil(calls / page_size)):
+            for moment, call_id in group:
+                yield Window(moment, moment + _PRECISION, recheck=True, call_id=call_id)
+        else:
+            yield Window(first, end, recheck=True)
+
+
+def estimated_calls(
+    calls_per_day: Mapping[str, int], start: dt.datetime, end: dt.datetime
+) -> float:
+    """Calls created from `start` to `end`, from the calls seen per UTC day (spread evenly)."""
+    if not calls_per_day or end <= start:
+        return 0.0
+    total = 0.0
+    day = dt.datetime.combine(start.date(), dt.time(), tzinfo=dt.timezone.utc)
+    while day < end:
+        overlap = min(end, day + _DAY) - max(start, day)
+        total += calls_per_day.get(day.date().isoformat(), 0) * (overlap / _DAY)
+        day += _DAY
+    return total
 
 
 class PendingCall(t.TypedDict, total=False):
-    """A call last emitted with a status that can still change."""
+    """A call last emitted with a status that can still change (a followed call)."""
 
     created_at: str
     status: str
@@ -120,17 +172,26 @@ class RecentCall(t.TypedDict):
 class LookBack:
     """How far an incremental sync reads again behind its bookmark.
 
-    Its defaults are the tap's setting defaults (`lookback_minutes`, `pending_lookback_days`).
+    Its defaults are the tap's setting defaults (`lookback_minutes`, `pending_lookback_days`,
+    `retry_horizon_hours`).
     """
 
     # Calls listed (or finished) up to this late are still emitted by the next sync.
     minutes: int = 60
-    # Pending calls are followed this long; idle agents are re-read at most this far back.
-    pending_days: int = 14
+    # Calls in a pending status are followed this long after they were created: batches can
+    # be scheduled 30 days ahead.
+    pending_days: int = 35
+    # no-answer, busy, failed and error calls are followed this long after their updated_at,
+    # for Bolna's auto-retry (by default 30, 60 and 120 minutes apart) to put them back.
+    retry_hours: int = 6
 
     def horizon(self, now: dt.datetime) -> dt.datetime:
-        """The oldest `created_at` a sync at `now` still looks at again."""
+        """The oldest `created_at` of a call a sync at `now` still follows."""
         return now - dt.timedelta(days=self.pending_days)
+
+    def retry_open(self, updated: dt.datetime, now: dt.datetime) -> bool:
+        """Whether a call that failed at `updated` may still be retried by Bolna at `now`."""
+        return updated > now - dt.timedelta(hours=self.retry_hours)
 
 
 @dataclass
@@ -143,13 +204,20 @@ class AgentBookmark:
     `pending` maps execution id -> {created_at, status, updated_at} for calls emitted with a
     status that can still change; `recent` the same for final calls created in the range the
     next sync reads again, so that it emits them only if they changed. `recent` is None for
-    state written before the look-back existed.
+    state written before the look-back existed. `calls_per_day` counts the calls seen per UTC
+    day of creation, within the follow horizon, to price re-checks (`recheck_windows`).
+
+    `legacy`: written before STATE_VERSION, when call-disconnected and failed calls were
+    taken as final. The next sync reads the follow horizon again once and emits the calls
+    that changed after the bookmark (their `updated_at` is later), so none stays stale.
     """
 
     synced_through: dt.datetime | None = None
     newest_created_at: dt.datetime | None = None
     pending: dict[str, PendingCall] = field(default_factory=dict)
     recent: dict[str, RecentCall] | None = field(default_factory=dict)
+    calls_per_day: dict[str, int] = field(default_factory=dict)
+    legacy: bool = False
 
     REPLICATION_KEY: t.ClassVar[str] = "created_at"
 
@@ -160,11 +228,16 @@ class AgentBookmark:
         same_key = partition_state.get("replication_key") == cls.REPLICATION_KEY
         newest = partition_state.get("newest_created_at")
         recent = partition_state.get("recent_calls")
+        synced_through = parse_timestamp(value) if value and same_key else None
+        per_day = partition_state.get("calls_per_day")
         return cls(
-            synced_through=parse_timestamp(value) if value and same_key else None,
+            synced_through=synced_through,
             newest_created_at=parse_timestamp(newest) if newest else None,
             pending=dict(partition_state.get("pending_calls") or {}),
             recent=dict(recent) if isinstance(recent, dict) else None,
+            calls_per_day=dict(per_day) if isinstance(per_day, dict) else {},
+            legacy=synced_through is not None
+            and (partition_state.get("state_version") != STATE_VERSION or recent is None),
         )
 
     def write_to(self, partition_state: dict[str, t.Any]) -> None:
@@ -176,6 +249,9 @@ class AgentBookmark:
             partition_state["newest_created_at"] = format_timestamp(self.newest_created_at)
         partition_state["pending_calls"] = dict(sorted(self.pending.items()))
         partition_state["recent_calls"] = dict(sorted((self.recent or {}).items()))
+        partition_state["calls_per_day"] = dict(sorted(self.calls_per_day.items()))
+        if not self.legacy:
+            partition_state["state_version"] = STATE_VERSION
 
 
 def resume_from(
@@ -184,14 +260,18 @@ def resume_from(
     """Where an incremental sync starts walking forward (None: never synced).
 
     At least `lookback.minutes` before the bookmark, and never after the newest call the API
-    has shown (calls listed late are created after it), but no further back than the
-    pending horizon, so an idle agent costs a window or two, not its whole history.
+    has shown (calls listed late are created after it), but no further back than
+    LATE_LISTING_DAYS, so an idle agent costs a window, not its whole history. A legacy
+    bookmark reads the whole follow horizon again, once.
     """
     if bookmark.synced_through is None:
         return None
-    horizon = lookback.horizon(now)
-    newest = bookmark.newest_created_at
-    reach_back = horizon if newest is None else max(newest, horizon)
+    if bookmark.legacy:
+        reach_back = lookback.horizon(now)
+    else:
+        late = now - dt.timedelta(days=LATE_LISTING_DAYS)
+        newest = bookmark.newest_created_at
+        reach_back = late if newest is None else max(newest, late)
     return min(bookmark.synced_through - dt.timedelta(minutes=lookback.minutes), reach_back)
 
 
@@ -214,13 +294,14 @@ def plan_sync(  # noqa: PLR0913
     now: dt.datetime,
     window_days: int,
     lookback: LookBack,
+    page_size: int = 50,
 ) -> SyncPlan:
     """Plan the windows for one agent.
 
-    `first_created_at` is where a sync with no bookmark starts (start_date, or the agent's
-    oldest call); once a bookmark exists it only matters if it is later (a later start_date
-    wins). Pending calls older than the start get narrow re-check windows first; newer ones
-    are read again by the forward walk anyway.
+    `first_created_at` is where a sync with no bookmark starts (start_date, or where the
+    agent's history begins); once a bookmark exists it only matters if it is later (a later
+    start_date wins). Followed calls older than the start are re-checked first (by id or
+    through narrow windows); newer ones are read again by the forward walk anyway.
     """
     width = dt.timedelta(days=window_days)
     horizon = lookback.horizon(now)
@@ -236,12 +317,16 @@ def plan_sync(  # noqa: PLR0913
     start = resume_from(bookmark, now=now, lookback=lookback)
     if first_created_at is not None and (start is None or first_created_at > start):
         start = first_created_at
-    before_start = [
-        moment
+    before_start = {
+        call_id: moment
         for call_id, moment in created.items()
         if call_id not in expired and (start is None or moment < start)
-    ]
-    windows = list(recheck_windows(before_start, width))
+    }
+    windows = list(
+        recheck_windows(
+            before_start, width, page_size=page_size, calls_per_day=bookmark.calls_per_day
+        )
+    )
     if start is not None:
         windows.extend(forward_windows(start, end, width))
     return SyncPlan(windows=windows, expired_pending=expired, start=start)
@@ -256,15 +341,30 @@ class AgentSync:
     windows: list[Window]
     lower_bound: dt.datetime | None  # start_date: nothing created before it is emitted
     end: dt.datetime
-    # Pending calls too old to follow any more, already dropped from the bookmark.
+    # Followed calls too old to follow any more, already dropped from the bookmark.
     expired_pending: dict[str, PendingCall] = field(default_factory=dict)
-    # Never synced, and the API shows no call at all: nothing to walk.
-    has_no_calls: bool = False
+    # Bolna gave the agent no created_at: its history is read from FALLBACK_HISTORY_DAYS ago.
+    history_assumed: bool = False
 
     @property
     def agent_id(self) -> str:
         """The agent's id."""
         return str(self.context["agent_id"])
+
+
+def history_start(
+    *, start_date: dt.datetime | None, agent_created_at: dt.datetime | None, now: dt.datetime
+) -> tuple[dt.datetime, bool]:
+    """Where an agent's first sync starts, and whether that was assumed (no created_at).
+
+    No call is older than its agent, so a start_date before the agent existed is skipped.
+    """
+    if agent_created_at is None:
+        if start_date is not None:
+            return start_date, False
+        return now - dt.timedelta(days=FALLBACK_HISTORY_DAYS), True
+    begins = agent_created_at - AGENT_CREATED_MARGIN
+    return (begins if start_date is None else max(start_date, begins)), False
 
 
 def plan_agent(  # noqa: PLR0913
@@ -275,20 +375,19 @@ def plan_agent(  # noqa: PLR0913
     start_date: dt.datetime | None,
     end_date: dt.datetime | None,
     window_days: int,
+    page_size: int,
     lookback: LookBack,
-    oldest_created_at: Callable[[], dt.datetime | None],
+    agent_created_at: dt.datetime | None,
 ) -> AgentSync:
-    """Plan one agent's sync: where it starts, its windows, the pending calls it drops.
+    """Plan one agent's sync: where it starts, its windows, the followed calls it drops.
 
-    With no bookmark and no start_date, `oldest_created_at()` (two small requests) says where
-    the history begins, so even the first full backfill walks windows, checkpoints, resumes.
+    Every request needs a date range of at most 7 days, so even the first full backfill walks
+    windows from where the agent's history begins (its created_at), checkpoints, resumes.
     """
     end = min(end_date or now, now)
-    first_created_at = start_date
-    has_no_calls = False
-    if bookmark.synced_through is None and first_created_at is None:
-        first_created_at = oldest_created_at()
-        has_no_calls = first_created_at is None
+    first_created_at, assumed = history_start(
+        start_date=start_date, agent_created_at=agent_created_at, now=now
+    )
     plan = plan_sync(
         bookmark,
         first_created_at=first_created_at,
@@ -296,11 +395,18 @@ def plan_agent(  # noqa: PLR0913
         now=now,
         window_days=window_days,
         lookback=lookback,
+        page_size=page_size,
     )
     for call_id in plan.expired_pending:
         bookmark.pending.pop(call_id, None)
     return AgentSync(
-        context, bookmark, plan.windows, start_date, end, plan.expired_pending, has_no_calls
+        context,
+        bookmark,
+        plan.windows,
+        start_date,
+        end,
+        plan.expired_pending,
+        history_assumed=assumed and bookmark.synced_through is None,
     )
 
 
@@ -319,6 +425,8 @@ class EmitFilter:
     the range read again), or did and it has changed since (status or `updated_at`). Within
     one sync a call is emitted once, although it can arrive twice: on the edge two windows
     share, on two pages when calls shift while a window is paged, or in a window read again.
+    A call is followed (kept in the bookmark, read again by later syncs) as long as
+    `statuses.follow_rule` and the look-back say it can still change.
     """
 
     def __init__(
@@ -334,8 +442,8 @@ class EmitFilter:
         self._lower_bound = lower_bound
         self._now = now
         self._lookback = lookback
-        # State from before the look-back: calls up to its bookmark count as emitted, as then.
-        self._legacy_through = bookmark.synced_through if bookmark.recent is None else None
+        # A legacy bookmark: calls created up to it were emitted as they were when it was set.
+        self._legacy_through = bookmark.synced_through if bookmark.legacy else None
         if bookmark.recent is None:
             bookmark.recent = {}
         self._recent: dict[str, RecentCall] = bookmark.recent
@@ -345,13 +453,18 @@ class EmitFilter:
         # Ids decided in the current window (with created_at), so a second arrival is ignored.
         self._decided: dict[str, dt.datetime] = {}
         self._window_newest: dt.datetime | None = None
+        self._target_found = False  # the call a by-id re-check is for has been seen
         # Emitted calls no earlier sync emitted, and calls emitted again because they changed.
         self.new = 0
         self.changed = 0
+        # Followed calls Bolna no longer has (404 by id, and not listed in their window).
+        self.gone: list[str] = []
 
     def should_emit(self, record: Mapping[str, t.Any], window: Window) -> bool:
         """Whether to emit this record; remembers it for the next sync if it is in range."""
         call_id = str(record["id"])
+        if call_id == window.call_id:
+            self._target_found = True
         if call_id in self._decided:
             return False
         created_at = str(record["created_at"])
@@ -367,16 +480,33 @@ class EmitFilter:
             self.changed += emit
         elif window.recheck or (self._lower_bound is not None and created < self._lower_bound):
             return False  # a call no earlier sync followed, outside what this one reads
-        elif self._legacy_through is not None and created <= self._legacy_through:
-            return False
         else:
-            emit = True  # new, or listed after the sync that should have seen it
-            self.new += 1
+            self._count_day(created)
+            legacy_through = self._legacy_through
+            if legacy_through is not None and created <= legacy_through:
+                # Emitted before, as it was then: again only if it changed after that sync.
+                emit = updated_at is not None and parse_timestamp(updated_at) > legacy_through
+                self.changed += emit
+            else:
+                emit = True  # new, or listed after the sync that should have seen it
+                self.new += 1
         self._decided[call_id] = created
         self._remember(
             window, call_id, created, created_at=created_at, status=status, updated_at=updated_at
         )
         return emit
+
+    def follows(self, status: str, created: dt.datetime, updated_at: str | None) -> bool:
+        """Whether a call in `status` can still change, so later syncs read it again."""
+        rule = follow_rule(status)
+        if rule is Follow.RETRY_HORIZON:
+            changed = created if updated_at is None else parse_timestamp(updated_at)
+            return self._lookback.retry_open(changed, self._now)
+        return rule is Follow.UNTIL_FINAL
+
+    def _count_day(self, created: dt.datetime) -> None:
+        day = created.date().isoformat()
+        self.bookmark.calls_per_day[day] = self.bookmark.calls_per_day.get(day, 0) + 1
 
     def _floor_after(self, window: Window) -> dt.datetime | None:
         """The floor once `window` is done, as far as known now (it can only rise).
@@ -404,7 +534,7 @@ class EmitFilter:
         status: str,
         updated_at: str | None,
     ) -> None:
-        if status in PENDING_STATUSES:
+        if self.follows(status, created, updated_at):
             pending: PendingCall = {"created_at": created_at, "status": status}
             if updated_at is not None:
                 pending["updated_at"] = updated_at
@@ -421,10 +551,21 @@ class EmitFilter:
     def complete(self, window: Window) -> None:
         """Mark a window done: move the bookmark and forget what the next sync won't read."""
         bookmark = self.bookmark
+        missing = window.call_id if not self._target_found else None
+        if missing is not None and bookmark.pending.pop(missing, None) is not None:
+            self.gone.append(missing)
+        self._target_found = False
         if not window.recheck and (
             bookmark.synced_through is None or window.end > bookmark.synced_through
         ):
             bookmark.synced_through = window.end
+        if (
+            self._legacy_through is not None
+            and not window.recheck
+            and window.end >= self._legacy_through
+        ):
+            bookmark.legacy = False  # read again past the old bookmark: current from here on
+            self._legacy_through = None
         newest = self._window_newest
         if newest is not None and (
             bookmark.newest_created_at is None or newest > bookmark.newest_created_at
@@ -436,6 +577,9 @@ class EmitFilter:
         self._decided = {
             call_id: created for call_id, created in self._decided.items() if created >= window.end
         }
+        oldest_day = self._lookback.horizon(self._now).date().isoformat()
+        for day in [day for day in bookmark.calls_per_day if day < oldest_day]:
+            del bookmark.calls_per_day[day]
         self._floor = resume_from(bookmark, now=self._now, lookback=self._lookback)
         if self._floor is not None:
             floor = self._floor

@@ -18,6 +18,8 @@ from tap_bolna.tap import TapBolna
 
 # Session fixtures of the Meltano + PostgreSQL tests, here so that every module shares one of each.
 from tests.e2e_support import (  # noqa: F401
+    FAST_PACE,
+    distributions,
     loaded_warehouse,
     meltano_project,
     modelled_warehouse,
@@ -26,8 +28,39 @@ from tests.e2e_support import (  # noqa: F401
 )
 from tests.fake_api import FakeBolnaServer, World
 
+# What a test needs that makes it end to end: such a test must be marked e2e, or it would run on
+# every Python of `make unit-pythons` and in the unit lane, where no PostgreSQL is wanted.
+E2E_FIXTURES = frozenset(
+    {"postgres", "meltano_project", "distributions", "loaded_warehouse", "modelled_warehouse",
+     "pii_safe_warehouse"}
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Refuse an end-to-end test that is not marked e2e (one line naming it)."""
+    unmarked = [
+        item.nodeid
+        for item in items
+        if E2E_FIXTURES & set(getattr(item, "fixturenames", ()))
+        and item.get_closest_marker("e2e") is None
+    ]
+    if unmarked:
+        msg = f"uses Meltano/PostgreSQL fixtures but is not marked e2e: {', '.join(unmarked)}"
+        raise pytest.UsageError(msg)
+
+
 API_KEY = "test-key-5ecret-do-not-log"
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# The Meltano setting kind of each JSON type, when neither format, enum nor secret says otherwise:
+# written here by hand (not taken from scripts/hub_definition.py) so that tests check the generator.
+KIND_OF_JSON_TYPE = {
+    "string": "string",
+    "integer": "integer",
+    "number": "decimal",
+    "boolean": "boolean",
+    "array": "array",
+    "object": "object",
+}
 
 
 @dataclass
@@ -68,7 +101,7 @@ def partitions(state: dict[str, t.Any]) -> dict[str, dict[str, t.Any]]:
 
 def make_config(api: FakeBolnaServer, **overrides: t.Any) -> dict[str, t.Any]:
     """A tap config pointing at the fake API."""
-    return {"api_key": API_KEY, "api_url": api.url, **overrides}
+    return {"api_key": API_KEY, "api_url": api.url, **FAST_PACE, **overrides}
 
 
 def days_ago(days: float) -> str:

@@ -31,6 +31,9 @@ if t.TYPE_CHECKING:
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MELTANO = str(Path(sys.executable).parent / "meltano")
 API_KEY = "e2e-key"
+# Paces far above the fake's per-minute limits (which stay on): most tests send a few dozen
+# requests and need not wait for them; tests/test_rate_limit.py runs the default pace.
+FAST_PACE = {"max_requests_per_minute": 60_000, "max_other_requests_per_minute": 60_000}
 STATE_ID = "dev:tap-bolna-to-target-postgres"
 SCHEMA = "bolna"  # tap-bolna's load_schema in meltano.yml: target-postgres's default schema
 PII_SAFE_SCHEMA = "bolna_pii_safe"  # tap-bolna--pii-safe's load_schema
@@ -41,8 +44,11 @@ DBT_MODELS = {
     "stg_bolna__executions",
     "stg_bolna__agents",
     "stg_bolna__batches",
+    "stg_bolna__sub_accounts",
+    "stg_bolna__sub_account_usage",
     "bolna__calls",
     "bolna__agent_daily",
+    "bolna__sub_account_daily",
     "bolna__executions",
 }
 # Where each dbt utility compiles models and analyses (its target_path in meltano.yml).
@@ -54,8 +60,9 @@ PHONE_HASH_SALT = "e2e-phone-hash-salt-5b9e"  # BOLNA_PHONE_HASH_SALT for the PI
 COMMAND_TIMEOUT = 300
 # Not copied into the temp project: local environments, caches, output, secrets.
 NOT_COPIED = shutil.ignore_patterns(
-    ".git", ".venv", ".tools", ".meltano", "output", ".env", "__pycache__", "*_cache", "*.egg-info"
-)
+    ".git", ".venv", ".venv-*", ".tools", ".meltano", "output", "dist", ".env", "__pycache__",
+    "*_cache", "*.egg-info",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="session")
@@ -81,6 +88,35 @@ def meltano_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # virtualenvs.
     assert "Installed 5/8 plugins" in result.stdout + result.stderr
     return project
+
+
+@dataclass(frozen=True)
+class Distributions:
+    """What `uv build` made of this checkout: the source distribution and the wheel."""
+
+    sdist: Path
+    wheel: Path
+
+
+@pytest.fixture(scope="session")
+def distributions(tmp_path_factory: pytest.TempPathFactory) -> Distributions:
+    """`uv build` of this checkout, once per session (README "Cutting a release")."""
+    out = tmp_path_factory.mktemp("dist")
+    # `uv run` (how make runs the tests) names itself in $UV.
+    uv = os.environ.get("UV") or shutil.which("uv")
+    if not uv:
+        pytest.fail("uv not found: run the tests with `make test` or `uv run pytest`")
+    built = subprocess.run(
+        [uv, "build", "--out-dir", str(out), str(PROJECT_ROOT)],
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr
+    (sdist,) = out.glob("*.tar.gz")
+    (wheel,) = out.glob("*.whl")
+    return Distributions(sdist, wheel)
 
 
 @dataclass
@@ -126,6 +162,8 @@ def serve_pipeline(
                     "MELTANO_DATABASE_URI": f"sqlite:///{tmp_path / 'meltano.db'}",
                     "TAP_BOLNA_API_URL": api.url,
                     "TAP_BOLNA_API_KEY": API_KEY,
+                    # The fake's per-minute limits stay on; these tests need not wait for them.
+                    **{f"TAP_BOLNA_{name.upper()}": str(pace) for name, pace in FAST_PACE.items()},
                     "TARGET_POSTGRES_HOST": postgres.host,
                     "TARGET_POSTGRES_PORT": str(postgres.port),
                     "TARGET_POSTGRES_USER": postgres.user,

@@ -32,6 +32,9 @@ from tests.e2e_support import (
 from tests.fake_api.world import parse_timestamp
 from tests.postgres import find_postgres_bin_dir
 
+# Meltano and PostgreSQL: run once, on one Python (`make test`; `make e2e` runs only these).
+pytestmark = pytest.mark.e2e
+
 ANALYSES = PROJECT_ROOT / "transform" / "analyses"
 FAILED_STATUSES = ("failed", "error")  # bolna_failed_statuses in transform/dbt_project.yml
 PAGE_SIZE = 20

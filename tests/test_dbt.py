@@ -33,6 +33,9 @@ from tests.e2e_support import (
 from tests.fake_api import World
 from tests.fake_api.world import parse_timestamp
 
+# Meltano and PostgreSQL: run once, on one Python (`make test`; `make e2e` runs only these).
+pytestmark = pytest.mark.e2e
+
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
@@ -60,7 +63,7 @@ def test_the_status_lists_are_the_taps() -> None:
     variables = dbt_project()["vars"]
     assert tuple(variables["bolna_pending_statuses"]) == PENDING_EXECUTION_STATUSES
     assert tuple(variables["bolna_final_statuses"]) == FINAL_EXECUTION_STATUSES
-    assert len(variables["bolna_pending_statuses"] + variables["bolna_final_statuses"]) == 15
+    assert len(variables["bolna_pending_statuses"] + variables["bolna_final_statuses"]) == 16
     assert set(variables["bolna_failed_statuses"]) == FAILED_STATUSES
 
 

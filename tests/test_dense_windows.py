@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -196,8 +197,15 @@ def test_the_pool_yields_to_429_and_loses_nothing(
         r.getMessage() for r in caplog.records if "lowering requests in flight" in r.getMessage()
     ]
     assert lowered
-    # Slow start reached 4 in flight before the server refused: one line, to 2.
-    assert lowered[0].startswith("Bolna answered HTTP 429: lowering requests in flight from 4 to 2")
+    # Slow start got past what the server allows before it refused (how far depends on the
+    # machine's speed): the first line halves what was in flight and says to what.
+    first = re.match(
+        r"Bolna answered HTTP 429: lowering requests in flight from (\d+) to (\d+)", lowered[0]
+    )
+    assert first, lowered[0]
+    before, after = int(first[1]), int(first[2])
+    assert before > dense_api.max_in_flight
+    assert after == (before + 1) // 2, "half, rounded up"
 
 
 def test_the_pool_raises_concurrency_again_once_429s_stop(

@@ -44,15 +44,19 @@ WRONG_KEY = "wrong-key-7f3a-not-the-real-one"
 def backoff_sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """The waits the backoff library asks for, recorded instead of slept.
 
-    backoff calls `time.sleep` through the `time` module, so that is what is patched; any other
+    backoff calls `time.sleep` through the `time` module, so that is what is patched. The
+    pacer's hold after a 429 (the same pause, for every request) is skipped too; any other
     caller (the fake server's latency) still really sleeps.
     """
     waits: list[float] = []
     real_sleep = time.sleep
 
     def sleep(seconds: float) -> None:
-        if sys._getframe(1).f_globals.get("__name__", "").startswith("backoff."):
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller.startswith("backoff."):
             waits.append(seconds)
+            return
+        if caller == "tap_bolna.limits":
             return
         real_sleep(seconds)
 
@@ -156,14 +160,28 @@ def test_503_without_retry_after_backs_off_exponentially_with_jitter(
 def test_requests_outside_the_page_loop_are_retried_too(
     small_account: FakeAccount, backoff_sleeps: list[float]
 ) -> None:
-    # Without start_date the tap first asks for each agent's oldest call (page_size=1), through
-    # get_json rather than the SDK's paginated loop: it must get the same retries.
-    small_account.api.fail_next(2, status=429, retry_after="3", path_contains="page_size=1&")
-    result = run_tap(small_account.config())
-    assert_every_call_once(result, small_account.api)
+    # A followed call is re-checked by id (GET /executions/{id}) through get_json rather than
+    # the SDK's paginated loop: it must get the same retries.
+    world = small_account.world
+    world.complete_pending()  # this call is the only one followed
+    call_id = world.add_calls(
+        1,
+        agent_id=world.agent_ids[0],
+        created_at=world.server_now() - dt.timedelta(days=2),  # before the newest call
+        status="queued",
+    )[0]
+    # No retry horizon: the history's failed calls are not followed, so this one is alone.
+    first = run_tap(full_config(small_account, retry_horizon_hours=0))
+    world.complete_pending(ids=[call_id], status="completed")
+    small_account.api.clear_requests()
+    small_account.api.fail_next(
+        2, status=429, retry_after="3", path_contains=f"/executions/{call_id}"
+    )
+    result = run_tap(small_account.config(retry_horizon_hours=0), state=first.final_state)
+    assert result.ids() == [call_id]
     assert backoff_sleeps == [3.0, 3.0]
-    probes = [r for r in small_account.api.requests if r.query.get("page_size") == "1"]
-    assert [r.status for r in probes[:3]] == [429, 429, 200]
+    by_id = [r for r in small_account.api.requests if r.path == f"/executions/{call_id}"]
+    assert [r.status for r in by_id] == [429, 429, 200]
 
 
 # ---------------------------------------------------------------- transient failures

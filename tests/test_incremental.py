@@ -10,10 +10,16 @@ from collections import Counter
 
 import pytest
 
-from tap_bolna.limits import RequestRateLimiter
-from tap_bolna.windows import PENDING_STATUSES, parse_timestamp
+from tap_bolna.limits import RequestPacer
+from tap_bolna.windows import parse_timestamp
 from tests.conftest import API_KEY, FakeAccount, days_ago, make_config, partitions, run_tap
-from tests.fake_api import FINAL_STATUSES, FakeBolnaServer, World
+from tests.fake_api import (
+    FINAL_STATUSES,
+    PENDING_STATUSES,
+    RETRYABLE_FINAL_STATUSES,
+    FakeBolnaServer,
+    World,
+)
 
 MAX_WINDOW = dt.timedelta(days=7)
 
@@ -24,12 +30,14 @@ def execution_requests(account: FakeAccount) -> list:
 
 
 def assert_windows_within_limit(account: FakeAccount) -> None:
-    """Every dated request sent both bounds, at most 7 days apart (the fake 400s otherwise)."""
-    for request in execution_requests(account):
-        assert ("from" in request.query) == ("to" in request.query), request
-        if "from" in request.query:
-            width = parse_timestamp(request.query["to"]) - parse_timestamp(request.query["from"])
-            assert dt.timedelta(0) <= width <= MAX_WINDOW, request
+    """Every executions request sent both bounds, at most 7 days apart (Bolna 400s otherwise)."""
+    requests = execution_requests(account)
+    assert requests, "no executions request at all"
+    for request in requests:
+        assert "from" in request.query, request
+        assert "to" in request.query, request
+        width = parse_timestamp(request.query["to"]) - parse_timestamp(request.query["from"])
+        assert dt.timedelta(0) <= width <= MAX_WINDOW, request
     assert all(r.status == 200 for r in account.api.requests)
 
 
@@ -77,9 +85,23 @@ def test_state_is_one_readable_bookmark_per_agent(account: FakeAccount) -> None:
             "replication_key_signpost",
             "starting_replication_value",
         } & set(partition)
-    pending_in_state = {i for p in by_agent.values() for i in p["pending_calls"]}
-    assert pending_in_state == account.world.pending_ids()
+    followed = {i for p in by_agent.values() for i in p["pending_calls"]}
+    assert followed == account.world.pending_ids() | failed_within(account.world, RETRY_HORIZON)
     assert API_KEY not in json.dumps(state)
+
+
+RETRY_HORIZON = dt.timedelta(hours=6)  # the tap's default retry_horizon_hours, said here
+
+
+def failed_within(world: World, horizon: dt.timedelta) -> set[str]:
+    """Calls in a status auto-retry can leave (the fake's list) that changed within `horizon`."""
+    since = world.server_now() - horizon
+    return {
+        call_id
+        for call_id, call in world.executions.items()
+        if call["status"] in RETRYABLE_FINAL_STATUSES
+        and parse_timestamp(call["updated_at"]) > since
+    }
 
 
 def test_a_state_message_follows_every_window(account: FakeAccount) -> None:
@@ -119,7 +141,9 @@ def test_second_sync_emits_new_and_completed_calls_and_little_else(account: Fake
     assert_windows_within_limit(account)
     second_requests = len(execution_requests(account))
     assert second_requests * 3 < first_requests, (second_requests, first_requests)
-    assert all(not p["pending_calls"] for p in partitions(second.final_state).values())
+    # Only the calls auto-retry may still put back (no-answer, busy, failed, error) are followed.
+    followed = {i for p in partitions(second.final_state).values() for i in p["pending_calls"]}
+    assert followed == failed_within(account.world, RETRY_HORIZON)
 
 
 def test_pending_calls_stay_followed_until_final(account: FakeAccount) -> None:
@@ -132,16 +156,18 @@ def test_pending_calls_stay_followed_until_final(account: FakeAccount) -> None:
     second = run_tap(config, state=first.final_state)
     assert set(second.ids()) == set(half)
     followed = {i for p in partitions(second.final_state).values() for i in p["pending_calls"]}
-    assert followed == set(still_pending) - set(half)
+    assert followed == set(still_pending) - set(half) | failed_within(account.world, RETRY_HORIZON)
 
     account.world.complete_pending()
     third = run_tap(config, state=second.final_state)
-    assert set(third.ids()) == followed
+    assert set(third.ids()) == set(still_pending) - set(half)
     assert all(r["status"] in FINAL_STATUSES for r in third.records())
 
 
 def test_sync_with_nothing_new_makes_one_request_per_agent(account: FakeAccount) -> None:
-    config = account.config(start_date=days_ago(60))
+    # No retry horizon: nothing is followed once every call is final (test_live_rules.py
+    # counts what following costs).
+    config = account.config(start_date=days_ago(60), retry_horizon_hours=0)
     first = run_tap(config)
     account.world.complete_pending()
     second = run_tap(config, state=first.final_state)
@@ -159,13 +185,11 @@ def test_no_start_date_extracts_whole_history_in_windows(max_workers: int) -> No
         requests = [r for r in api.requests if r.path.endswith("/executions")]
 
     assert sorted(result.ids()) == sorted(world.executions)
-    undated = [r for r in requests if "from" not in r.query]
-    # Only the probe for the oldest call goes without dates, and it asks for one call a page.
-    assert undated
-    assert all(r.query["page_size"] == "1" for r in undated)
-    assert len(undated) <= 2 * len(world.agent_ids) + 2
-    dated = [r for r in requests if "from" in r.query]
-    assert len(dated) >= 2 * (120 // 7)
+    # Bolna refuses an executions request without a date range: there is none.
+    assert [r for r in requests if "from" not in r.query or "to" not in r.query] == []
+    assert all(r.status == 200 for r in requests)
+    # From each agent's created_at, 120 days and more in windows of at most 7 days.
+    assert len(requests) >= 2 * (120 // 7)
 
 
 def test_agent_without_calls_gets_a_bookmark(max_workers: int) -> None:
@@ -187,6 +211,8 @@ def test_calls_exactly_on_window_edges_are_emitted_once(max_workers: int) -> Non
     start = (now - dt.timedelta(days=30)).replace(microsecond=0)
     world = World.generate(seed=2, agents=1, calls=50, days=25, now=now)
     agent = world.agent_ids[0]
+    # No call is older than its agent (the tap skips what lies before it).
+    world.agents[agent]["created_at"] = (start - dt.timedelta(days=2)).isoformat()
     edges = [start + k * MAX_WINDOW for k in range(1, 4)]
     on_edges = [i for edge in edges for i in world.add_calls(2, agent_id=agent, created_at=edge)]
     at_start = world.add_calls(1, agent_id=agent, created_at=start)
@@ -236,7 +262,9 @@ def test_pending_calls_older_than_lookback_are_warned_about(
 ) -> None:
     world = World.generate(seed=9, agents=1, calls=100, days=40, old_pending=3)
     with FakeBolnaServer(world, api_key=API_KEY) as api:
-        config = make_config(api, max_workers=max_workers, start_date=days_ago(45))
+        config = make_config(
+            api, max_workers=max_workers, start_date=days_ago(45), pending_lookback_days=14
+        )
         first = run_tap(config)
         old = {
             i
@@ -330,6 +358,7 @@ def test_batches_carry_their_agent(account: FakeAccount) -> None:
     assert {(b["agent_id"], b["batch_id"]) for b in batches} >= used
 
 
+# The fake's own list of statuses a call moves through: a status the tap forgot still counts.
 @pytest.mark.parametrize("status", sorted(PENDING_STATUSES))
 def test_every_pending_status_is_followed(status: str, max_workers: int) -> None:
     world = World.generate(seed=4, agents=1, calls=10, days=5)
@@ -346,14 +375,14 @@ def test_rate_limit_applies_to_every_request(
     account: FakeAccount, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     turns = []
-    original = RequestRateLimiter.wait
+    original = RequestPacer.wait
 
-    def counted(self: RequestRateLimiter) -> None:
+    def counted(self: RequestPacer) -> float:
         turns.append(threading.current_thread().name)
-        original(self)
+        return original(self)
 
-    monkeypatch.setattr(RequestRateLimiter, "wait", counted)
-    run_tap(account.config(start_date=days_ago(20), max_requests_per_second=1000))
+    monkeypatch.setattr(RequestPacer, "wait", counted)
+    run_tap(account.config(start_date=days_ago(20)))
 
     assert len(turns) == len(account.api.requests) > 0
     if account.max_workers > 1:

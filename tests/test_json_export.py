@@ -8,7 +8,7 @@ import subprocess
 from collections import Counter
 from typing import TYPE_CHECKING
 
-from tests.conftest import API_KEY, tap_command
+from tests.conftest import API_KEY, FAST_PACE, tap_command
 from tests.fake_api import FakeBolnaServer, World
 
 if TYPE_CHECKING:
@@ -19,7 +19,9 @@ def test_json_lines_file_holds_every_call_of_the_account_once(tmp_path: Path) ->
     world = World.generate(seed=31, agents=2, calls=150, days=10)
     with FakeBolnaServer(world, api_key=API_KEY) as api:
         # The README's config.json: only the key (and here the fake's URL).
-        (tmp_path / "config.json").write_text(json.dumps({"api_key": API_KEY, "api_url": api.url}))
+        (tmp_path / "config.json").write_text(
+            json.dumps({"api_key": API_KEY, "api_url": api.url, **FAST_PACE})
+        )
         with (tmp_path / "calls.jsonl").open("w") as calls_jsonl:
             finished = subprocess.run(
                 tap_command(tmp_path / "config.json"),

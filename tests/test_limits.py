@@ -1,34 +1,217 @@
-"""Unit tests of the request limits: requests per second, and requests in flight on 429."""
+"""Unit tests of the request limits: the pace per route group, and requests in flight on 429.
+
+The pacer runs on a virtual clock here, against a model of Bolna's per-minute limit (sliding
+or fixed window, part of it used by the customer's own apps): minutes of traffic in
+milliseconds. tests/test_rate_limit.py runs the same rules against the fake API over HTTP.
+"""
 
 from __future__ import annotations
 
+import collections
 import logging
+import random
 import threading
+from dataclasses import dataclass
 
 import pytest
 
 from tap_bolna.limits import (
+    EXECUTIONS_ROUTES,
+    FIRST_PAUSE_SECONDS,
+    OTHER_ROUTES,
+    PACE_DECREASE,
     STARTING_LIMIT,
+    SUCCESSES_PER_PACE_STEP,
     SUCCESSES_PER_RAISE,
     AdaptiveConcurrency,
-    RequestRateLimiter,
+    RequestPacer,
+    route_group,
 )
 
 
-def test_rate_limiter_spaces_requests() -> None:
-    now = [0.0]
-    waits: list[float] = []
+class VirtualClock:
+    """time.monotonic and time.sleep for a pacer, without waiting."""
 
-    def sleep(seconds: float) -> None:
-        waits.append(seconds)
-        now[0] += seconds
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
 
-    limiter = RequestRateLimiter(4, clock=lambda: now[0], sleep=sleep)
-    for _ in range(5):
-        limiter.wait()
+    def clock(self) -> float:
+        return self.now
 
-    assert waits == [0.25, 0.25, 0.25, 0.25]
-    assert now[0] == pytest.approx(1.0)
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def pacer(per_minute: float, clock: VirtualClock, seed: int = 1, **options) -> RequestPacer:
+    jitter = random.Random(seed).random  # noqa: S311 - reproducible jitter, not secrets
+    return RequestPacer(per_minute, clock=clock.clock, sleep=clock.sleep, jitter=jitter, **options)
+
+
+@dataclass
+class LimitModel:
+    """Bolna's limit as modelled here: `capacity` admitted requests per `window` seconds."""
+
+    capacity: int
+    window: float
+    mode: str = "sliding"
+
+    def __post_init__(self) -> None:
+        self.admitted: collections.deque[float] = collections.deque()
+        self.window_start = 0.0
+        self.count = 0
+
+    def admit(self, moment: float) -> bool:
+        if self.mode == "sliding":
+            while self.admitted and self.admitted[0] <= moment - self.window:
+                self.admitted.popleft()
+            if len(self.admitted) >= self.capacity:
+                return False
+            self.admitted.append(moment)
+            return True
+        if moment - self.window_start >= self.window:
+            self.window_start += self.window * ((moment - self.window_start) // self.window)
+            self.count = 0
+        if self.count >= self.capacity:
+            return False
+        self.count += 1
+        return True
+
+
+def backfill(pace: RequestPacer, limit: LimitModel, requests: int) -> tuple[int, int]:
+    """Send until `requests` were answered; (sent, refused). The refused ones are sent again."""
+    answered = sent = refused = 0
+    while answered < requests:
+        moment = pace.wait()
+        sent += 1
+        if limit.admit(moment):
+            pace.succeeded(moment)
+            answered += 1
+        else:
+            refused += 1
+            pace.refused_after(moment, None)
+    return sent, refused
+
+
+def test_requests_are_spread_evenly_at_the_setting() -> None:
+    clock = VirtualClock()
+    pace = pacer(120, clock)
+    moments = [pace.wait() for _ in range(5)]
+    assert moments == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0])
+    assert clock.sleeps == pytest.approx([0.5] * 4)
+
+
+@pytest.mark.parametrize("mode", ["sliding", "fixed"])
+@pytest.mark.parametrize(
+    ("capacity", "most_refused", "slowest"),
+    [(500, 1 / 20, 1.0), (250, 1 / 10, 1.6)],
+    ids=["documented-limit", "half-used-by-other-apps"],
+)
+def test_a_backfill_against_the_per_minute_limit(
+    mode: str, capacity: int, most_refused: float, slowest: float
+) -> None:
+    clock = VirtualClock()
+    pace = pacer(300, clock, name=EXECUTIONS_ROUTES)
+    sent, refused = backfill(pace, LimitModel(capacity, 60.0, mode), requests=3000)
+    allowed_pace_seconds = 3000 / min(capacity, 300) * 60
+    assert refused / sent < most_refused
+    assert clock.now <= slowest * allowed_pace_seconds
+    if capacity >= 300:
+        assert refused == 0, "the default pace stays below the documented limit"
+
+
+def test_a_pace_set_above_the_limit_still_settles_below_it() -> None:
+    clock = VirtualClock()
+    pace = pacer(6000, clock)
+    sent, refused = backfill(pace, LimitModel(50, 60.0), requests=1500)
+    assert refused / sent < 1 / 10
+    assert clock.now <= 1.6 * 1500 / 50 * 60
+
+
+def test_a_429_slows_the_pace_once_per_run_of_refusals(caplog: pytest.LogCaptureFixture) -> None:
+    clock = VirtualClock()
+    pace = pacer(300, clock, logger=logging.getLogger("pace-test"))
+    in_flight = [pace.wait() for _ in range(3)]
+    with caplog.at_level(logging.WARNING, logger="pace-test"):
+        first_wait = pace.refused_after(in_flight[0], None)
+        # Sent before the refusals began: no second slow-down, and they wait out the same pause.
+        assert pace.refused_after(in_flight[1], None) <= first_wait
+        assert pace.pace == pytest.approx(300 * PACE_DECREASE)
+        resent = pace.wait()
+        assert resent >= in_flight[0] + first_wait, "everyone waits out the pause"
+        second_wait = pace.refused_after(resent, None)
+        assert second_wait > first_wait, "refused again after the pause: a longer pause"
+        assert pace.pace == pytest.approx(300 * PACE_DECREASE), "but the pace drops once"
+        pace.succeeded(pace.wait())
+        pace.refused_after(pace.wait(), None)  # a new run of refusals
+    assert pace.pace == pytest.approx(300 * PACE_DECREASE**2)
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2, "one WARNING line each time it slows down"
+    assert "slowing from 300 to 240 requests a minute" in lines[0]
+    assert "slowing from 240 to 192 requests a minute" in lines[1]
+
+
+def test_without_retry_after_the_first_pause_is_short_with_jitter() -> None:
+    waits = set()
+    for seed in range(20):
+        clock = VirtualClock()
+        pace = pacer(300, clock, seed=seed)
+        waits.add(round(pace.refused_after(pace.wait(), None), 6))
+    assert min(waits) >= 0.5 * FIRST_PAUSE_SECONDS
+    assert max(waits) <= 1.5 * FIRST_PAUSE_SECONDS
+    assert len(waits) > 10, "jittered, so many clients do not come back at once"
+
+
+def test_retry_after_is_honoured_exactly() -> None:
+    clock = VirtualClock()
+    pace = pacer(300, clock)
+    assert pace.refused_after(pace.wait(), 7.0) == 7.0
+    assert pace.wait() == pytest.approx(7.0)
+
+
+def test_retry_after_is_honoured_by_a_request_in_flight_when_the_refusals_began() -> None:
+    # Seen with 4 workers: a 429 without Retry-After set a ~1 s pause, then a request sent
+    # before it got 429 with `Retry-After: 7` and was retried after the 1 s pause, not 7 s.
+    clock = VirtualClock()
+    pace = pacer(300, clock)
+    in_flight = [pace.wait() for _ in range(2)]
+    short = pace.refused_after(in_flight[1], None)
+    assert short < 7.0
+    refused_at = clock.clock()
+    assert pace.refused_after(in_flight[0], 7.0) == 7.0
+    assert pace.wait() >= refused_at + 7.0, "and the others wait as long"
+
+
+def test_the_pace_comes_back_up_slowly_and_never_above_the_setting() -> None:
+    clock = VirtualClock()
+    pace = pacer(300, clock)
+    pace.refused_after(pace.wait(), None)
+    lowered = pace.pace
+    for _ in range(SUCCESSES_PER_PACE_STEP - 1):
+        pace.succeeded(pace.wait())
+    assert pace.pace == lowered
+    pace.succeeded(pace.wait())
+    assert lowered < pace.pace < 300
+    for _ in range(SUCCESSES_PER_PACE_STEP * 100):
+        pace.succeeded(pace.wait())
+    assert pace.pace == 300
+
+
+@pytest.mark.parametrize(
+    ("path", "group"),
+    [
+        ("/v2/agent/abc/executions", EXECUTIONS_ROUTES),
+        ("/v2/agent/abc", EXECUTIONS_ROUTES),
+        ("/v2/agent/all", EXECUTIONS_ROUTES),
+        ("/call", EXECUTIONS_ROUTES),
+        ("/executions/abc", OTHER_ROUTES),
+        ("/batches/abc/all", OTHER_ROUTES),
+        ("/user/me", OTHER_ROUTES),
+    ],
+)
+def test_route_groups_are_bolnas(path: str, group: str) -> None:
+    assert route_group(path) == group
 
 
 def full_speed(pool: AdaptiveConcurrency) -> None:

@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import typing as t
 import uuid
@@ -26,6 +27,7 @@ import psycopg
 import pytest
 import yaml
 
+from tests.conftest import KIND_OF_JSON_TYPE
 from tests.e2e_support import (
     API_KEY,
     COMMAND_TIMEOUT,
@@ -42,6 +44,9 @@ from tests.e2e_support import (
 )
 from tests.fake_api import FINAL_STATUSES, PENDING_STATUSES, FakeBolnaServer, World
 from tests.postgres import PostgresServer
+
+# Meltano and PostgreSQL: run once, on one Python (`make test`; `make e2e` runs only these).
+pytestmark = pytest.mark.e2e
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -119,18 +124,10 @@ def test_meltano_yml_declares_every_tap_setting_and_capability() -> None:
     properties = about["settings"]["properties"]
     assert set(declared) - set(properties) == set(), "in meltano.yml, unknown to the tap"
     assert set(properties) - set(declared) == set(), "settings of the tap missing in meltano.yml"
-    json_type_to_kind = {
-        "string": "string",
-        "integer": "integer",
-        "number": "decimal",
-        "boolean": "boolean",
-        "array": "array",
-        "object": "object",
-    }
     for name, schema in properties.items():
         types = [kind for kind in schema.get("type", []) if kind != "null"]
         expected = (
-            "date_iso8601" if schema.get("format") == "date-time" else json_type_to_kind[types[0]]
+            "date_iso8601" if schema.get("format") == "date-time" else KIND_OF_JSON_TYPE[types[0]]
         )
         assert declared[name]["kind"] == expected, name
     assert declared["api_key"]["sensitive"] is True
@@ -377,6 +374,44 @@ def test_calls_listed_late_reach_postgres_once_each(pipeline: Pipeline) -> None:
     assert {"newest_created_at", "recent_calls", "pending_calls"} <= partition_keys
 
 
+def test_retried_and_disconnected_calls_end_completed_in_postgres(pipeline: Pipeline) -> None:
+    """call-disconnected -> completed, and no-answer -> scheduled -> completed: one row each."""
+    world = pipeline.world
+    agent_id = world.agent_ids[0]
+    hours_ago = world.server_now() - dt.timedelta(hours=3)  # outside the look-back
+    (disconnected,) = world.add_calls(1, agent_id=agent_id, created_at=hours_ago, status="ringing")
+    world.disconnect_calls([disconnected])
+    (retried,) = world.add_calls(1, agent_id=agent_id, created_at=hours_ago, status="no-answer")
+
+    pipeline.run("run", "tap-bolna", "target-postgres")
+    statuses = assert_exactly_one_row_per_call(pipeline)
+    assert (statuses[disconnected], statuses[retried]) == ("call-disconnected", "no-answer")
+
+    world.clock_offset += dt.timedelta(minutes=30)
+    world.complete_pending(ids=[disconnected], status="completed")
+    world.retry_calls([retried], after=dt.timedelta(0))  # Bolna's auto-retry: the same id
+    pipeline.run("run", "tap-bolna", "target-postgres")
+    assert assert_exactly_one_row_per_call(pipeline)[retried] == "scheduled"
+
+    world.clock_offset += dt.timedelta(minutes=5)
+    world.complete_pending(ids=[retried], status="completed")
+    pipeline.run("run", "tap-bolna", "target-postgres")
+    statuses = assert_exactly_one_row_per_call(pipeline)
+    assert (statuses[disconnected], statuses[retried]) == ("completed", "completed")
+    with pipeline.connect() as conn:
+        rows = conn.execute(
+            "SELECT id, total_cost, transcript, retry_count FROM bolna.executions "
+            "WHERE id = ANY(%s) ORDER BY id",
+            ([disconnected, retried],),
+        ).fetchall()
+    expected = sorted((call_id, world.executions[call_id]) for call_id in (disconnected, retried))
+    assert [(row[0], float(row[1]), row[2], row[3]) for row in rows] == [
+        (call_id, float(call["total_cost"]), call["transcript"], call.get("retry_count"))
+        for call_id, call in expected
+    ]
+    assert all(row[1] > 0 and row[2] for row in rows), "cost and transcript came with completed"
+
+
 def test_stream_selection(pipeline: Pipeline) -> None:
     """The default selection leaves out execution_logs; `meltano select --exclude` drops more."""
     meltano_yml = pipeline.project / "meltano.yml"
@@ -476,8 +511,13 @@ def test_state_in_postgres_system_database(pipeline: Pipeline, tmp_path: Path) -
     system_db = pipeline.postgres.create_database(f"meltano_{uuid.uuid4().hex[:8]}")
     try:
         pipeline.env["MELTANO_DATABASE_URI"] = pipeline.postgres.sqlalchemy_url(system_db)
-        pipeline.env["TAP_BOLNA_PAGE_SIZE"] = "10"
-        pipeline.api.latency = 0.15  # worker A takes seconds, so worker B finds it running
+        # Worker A's first executions request is held until worker B has given up, so B finds A
+        # running however slowly either starts (a latency that worked on a quiet machine did not
+        # on a loaded one). B is refused by Meltano before its tap sends anything.
+        worker_b_done = threading.Event()
+        pipeline.api.before_request(
+            lambda: worker_b_done.wait(timeout=COMMAND_TIMEOUT), path_contains="/executions"
+        )
 
         worker_a = subprocess.Popen(
             [MELTANO, "run", "tap-bolna", "target-postgres"],
@@ -498,8 +538,10 @@ def test_state_in_postgres_system_database(pipeline: Pipeline, tmp_path: Path) -
                 env=pipeline.env,
                 check=False,
             )
+            worker_b_done.set()
             _, a_stderr = worker_a.communicate(timeout=COMMAND_TIMEOUT)
         finally:
+            worker_b_done.set()
             if worker_a.poll() is None:
                 os.killpg(worker_a.pid, signal.SIGKILL)
                 worker_a.wait(timeout=30)

@@ -15,7 +15,7 @@ import pytest
 
 from tap_bolna.client import BolnaAPIError
 from tap_bolna.tap import TapBolna
-from tests.conftest import API_KEY, run_tap, run_tap_cli
+from tests.conftest import API_KEY, FAST_PACE, run_tap, run_tap_cli
 from tests.fake_api import FakeBolnaServer, World
 from tests.fake_api.server import AUTH_FAILURE
 
@@ -46,7 +46,7 @@ def api() -> Iterator[FakeBolnaServer]:
 
 
 def config(api: FakeBolnaServer, **overrides: t.Any) -> dict[str, t.Any]:
-    return {"api_key": API_KEY, "api_url": api.url, **overrides}
+    return {"api_key": API_KEY, "api_url": api.url, **FAST_PACE, **overrides}
 
 
 def catalog_selecting(stream: str) -> dict[str, t.Any]:

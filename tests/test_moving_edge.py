@@ -242,7 +242,7 @@ def test_a_sync_with_nothing_new_costs_at_most_two_requests_per_agent(max_worker
         requests = [r for r in api.requests if r.path.endswith("/executions")]
     by_agent = Counter(r.path.split("/")[3] for r in requests)
     assert by_agent[world.agent_ids[0]] == 1
-    assert by_agent[idle] == 2, "an idle agent is read again back to the pending horizon"
+    assert by_agent[idle] == 1, "an idle agent is read again one week back: one window"
 
 
 def test_state_from_before_the_lookback_emits_no_copies_and_gains_the_new_fields(

@@ -11,7 +11,7 @@ from singer_sdk.io_base import SingerWriter
 
 from tap_bolna.streams import ExecutionsStream
 from tap_bolna.tap import TapBolna
-from tests.conftest import API_KEY, days_ago, run_tap
+from tests.conftest import API_KEY, FAST_PACE, days_ago, run_tap
 from tests.fake_api import FakeBolnaServer, World
 
 if TYPE_CHECKING:
@@ -35,7 +35,7 @@ def test_records_are_identical_with_and_without_the_speed_levers(
     # One field the schema does not declare: the SDK drops it, so must the fast path.
     next(iter(world.executions.values()))["field_bolna_added_later"] = 1
     with FakeBolnaServer(world, api_key=API_KEY) as api:
-        config = {"api_key": API_KEY, "api_url": api.url, "start_date": days_ago(25)}
+        config = {"api_key": API_KEY, "api_url": api.url, "start_date": days_ago(25), **FAST_PACE}
         fast = run_tap(config)
         monkeypatch.setattr(
             ExecutionsStream, "TYPE_CONFORMANCE_LEVEL", TypeConformanceLevel.RECURSIVE
@@ -58,7 +58,7 @@ def test_a_deselected_property_is_still_left_out() -> None:
     """The fast path is only for catalogs that select every property."""
     world = World.generate(seed=18, agents=1, calls=60, days=5)
     with FakeBolnaServer(world, api_key=API_KEY) as api:
-        config = {"api_key": API_KEY, "api_url": api.url, "start_date": days_ago(6)}
+        config = {"api_key": API_KEY, "api_url": api.url, "start_date": days_ago(6), **FAST_PACE}
         catalog = TapBolna(config=config).catalog_dict
         (executions,) = [s for s in catalog["streams"] if s["tap_stream_id"] == "executions"]
         for entry in executions["metadata"]:

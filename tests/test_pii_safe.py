@@ -18,7 +18,7 @@ import pytest
 import yaml
 from psycopg import sql
 
-from tests.conftest import API_KEY, run_tap
+from tests.conftest import API_KEY, FAST_PACE, run_tap
 from tests.e2e_support import (
     DBT_MODELS,
     PHONE_HASH_SALT,
@@ -30,6 +30,9 @@ from tests.e2e_support import (
     Pipeline,
 )
 from tests.fake_api import FakeBolnaServer, World
+
+# Meltano and PostgreSQL: run once, on one Python (`make test`; `make e2e` runs only these).
+pytestmark = pytest.mark.e2e
 
 if t.TYPE_CHECKING:
     from collections.abc import Iterator
@@ -235,6 +238,7 @@ def every_stream_selected(config: dict[str, t.Any]) -> dict[str, t.Any]:
 def test_the_maps_drop_call_logs_even_when_they_are_selected(api: FakeBolnaServer) -> None:
     maps = pii_safe_config()
     config = {
+        **FAST_PACE,
         "api_key": API_KEY,
         "api_url": api.url,
         "stream_maps": maps["stream_maps"],
@@ -255,6 +259,7 @@ def test_the_maps_drop_call_logs_even_when_they_are_selected(api: FakeBolnaServe
 def test_the_maps_refuse_to_run_without_a_salt(api: FakeBolnaServer) -> None:
     """Meltano passes null for an unset ${BOLNA_PHONE_HASH_SALT}: no record leaves unhashed."""
     config = {
+        **FAST_PACE,
         "api_key": API_KEY,
         "api_url": api.url,
         "stream_maps": pii_safe_config()["stream_maps"],

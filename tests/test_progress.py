@@ -22,7 +22,8 @@ WINDOW_DONE = re.compile(
 )
 AGENT_DONE = re.compile(
     r"Agent (?P<name>.+) \((?P<id>[0-9a-f-]+)\): (?P<new>[\d,]+) new calls, (?P<changed>[\d,]+) "
-    r"changed since emitted \(status or data\), (?P<pending>[\d,]+) pending calls still followed\."
+    r"changed since emitted \(status or data\), (?P<pending>[\d,]+) calls still followed "
+    r"\(they can still change\)\."
 )
 SYNC_DONE = re.compile(
     r"Sync done: (?P<calls>[\d,]+) calls from (?P<agents>\d+) agent\(s\), (?P<requests>[\d,]+) "
@@ -41,7 +42,8 @@ def test_a_backfill_says_which_agent_how_far_and_sums_up(
     with FakeBolnaServer(world, api_key=API_KEY) as api:
         api.fail_next(2, 503, retry_after="0", path_contains="/executions")
         with caplog.at_level(logging.INFO):
-            result = run_tap(make_config(api, max_workers=max_workers))
+            # No retry horizon: the calls followed are the fake's pending ones.
+            result = run_tap(make_config(api, max_workers=max_workers, retry_horizon_hours=0))
         requests = len(api.requests)
     messages = [r.getMessage() for r in caplog.records]
     names = {agent["id"]: agent["agent_name"] for agent in world.agents.values()}
@@ -82,7 +84,7 @@ def test_a_second_sync_counts_changed_calls(
 ) -> None:
     world = World.generate(seed=52, agents=1, calls=200, days=10, pending_fraction=0.2)
     with FakeBolnaServer(world, api_key=API_KEY) as api:
-        config = make_config(api, max_workers=max_workers)
+        config = make_config(api, max_workers=max_workers, retry_horizon_hours=0)
         first = run_tap(config)
         completed = world.complete_pending()
         new = world.add_calls(3)

@@ -10,7 +10,7 @@ import subprocess
 import typing as t
 
 from tap_bolna.windows import format_timestamp, parse_timestamp
-from tests.conftest import API_KEY, days_ago, partitions, run_tap, tap_command
+from tests.conftest import API_KEY, FAST_PACE, days_ago, partitions, run_tap, tap_command
 from tests.fake_api import FakeBolnaServer, World
 
 if t.TYPE_CHECKING:
@@ -49,6 +49,7 @@ def test_kill_mid_backfill_then_resume_loses_nothing(tmp_path: Path, max_workers
     world = World.generate(seed=21, agents=2, calls=1200, days=50)
     with FakeBolnaServer(world, api_key=API_KEY) as api:
         config = {
+            **FAST_PACE,
             "api_key": API_KEY,
             "api_url": api.url,
             "start_date": days_ago(55),

@@ -288,7 +288,15 @@ def test_spec_check_reports_a_missing_property(spec_components):
     ]
 
 
-def test_pending_statuses_agree_with_the_bookmark_rules():
-    from tap_bolna import windows  # noqa: PLC0415 - only this test couples the two modules
+def test_the_documented_statuses_agree_with_the_follow_rules():
+    from tap_bolna.statuses import (  # noqa: PLC0415 - only this test couples the two
+        RETRYABLE_EXECUTION_STATUSES,
+        Follow,
+        follow_rule,
+    )
 
-    assert set(schemas.PENDING_EXECUTION_STATUSES) == set(windows.PENDING_STATUSES)
+    for status in schemas.PENDING_EXECUTION_STATUSES:
+        assert follow_rule(status) is Follow.UNTIL_FINAL, status
+    for status in schemas.FINAL_EXECUTION_STATUSES:
+        expected = Follow.RETRY_HORIZON if status in RETRYABLE_EXECUTION_STATUSES else Follow.NOT
+        assert follow_rule(status) is expected, status

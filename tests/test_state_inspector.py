@@ -69,7 +69,9 @@ def synced() -> t.Iterator[SyncedAccount]:
         seed=41, agents=3, calls=300, days=20, pending_fraction=0.3, old_pending=2
     )
     with FakeBolnaServer(world, api_key=API_KEY) as api:
-        state = run_tap(make_config(api)).final_state
+        # Followed: the fake's pending calls (no retry horizon), for 14 days.
+        config = make_config(api, retry_horizon_hours=0, pending_lookback_days=14)
+        state = run_tap(config).final_state
         yield SyncedAccount(world, api, state, dt.datetime.now(dt.timezone.utc))
 
 
@@ -112,7 +114,7 @@ def world_pending(world: World, agent_id: str) -> dict[str, dict[str, t.Any]]:
 
 
 def test_rows_say_what_the_state_says_and_the_world_holds(synced: SyncedAccount) -> None:
-    rows = rows_of(synced)
+    rows = rows_of(synced, "--pending-lookback-days", "14")
     horizon = synced.now - 14 * DAY
 
     assert [row["agent_id"] for row in rows] == synced.world.agent_ids
@@ -179,8 +181,8 @@ def test_the_next_sync_starts_where_it_says_and_drops_the_calls_too_old(
 
 def test_table_from_stdin_in_meltanos_wrapper(synced: SyncedAccount) -> None:
     wrapped = json.dumps({"singer_state": synced.state})
-    proc = run_command("--now", synced.now_option, stdin=wrapped)
-    rows = rows_of(synced)
+    proc = run_command("--now", synced.now_option, "--pending-lookback-days", "14", stdin=wrapped)
+    rows = rows_of(synced, "--pending-lookback-days", "14")
 
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""
@@ -195,7 +197,7 @@ def test_table_from_stdin_in_meltanos_wrapper(synced: SyncedAccount) -> None:
         assert line.index(next_start) == header.index("NEXT SYNC FROM")
         assert line.endswith(next_start)
     followed = sum(row["pending_total"] for row in rows)
-    assert total.startswith(f"Total: 3 agents; {followed} pending calls followed (")
+    assert total.startswith(f"Total: 3 agents; {followed} calls followed (")
     assert "2 too old to follow" in total
 
 
@@ -263,7 +265,7 @@ def test_state_from_before_the_look_back(synced: SyncedAccount) -> None:
         assert "  -  " in line  # no look-back count: not 0, unknown
 
 
-def test_a_partition_never_synced_starts_from_the_oldest_call_or_start_date(
+def test_a_partition_never_synced_starts_from_the_agents_creation_or_start_date(
     tmp_path: Path,
 ) -> None:
     state = {"bookmarks": {"executions": {"partitions": [{"context": {"agent_id": "a1"}}]}}}
@@ -278,7 +280,7 @@ def test_a_partition_never_synced_starts_from_the_oldest_call_or_start_date(
     assert json.loads(plain.stdout)[0]["synced_through"] is None
     assert json.loads(with_start.stdout)[0]["next_sync_starts"] == "2026-03-01T00:00:00.000Z"
     assert table.stdout.splitlines()[2].split()[:2] == ["a1", "never"]
-    assert table.stdout.splitlines()[2].endswith("oldest call")
+    assert table.stdout.splitlines()[2].endswith("agent created")
 
 
 @pytest.mark.parametrize(

@@ -14,6 +14,7 @@ import threading
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING
 
+from tests.fake_api.rate_limits import DEFAULT_RATE_LIMITS
 from tests.fake_api.server import FakeBolnaServer
 from tests.fake_api.world import World
 
@@ -33,6 +34,17 @@ def _byte_range(text: str) -> tuple[int, int]:
         msg = f"need 0 <= LOW <= HIGH, got {text!r}"
         raise argparse.ArgumentTypeError(msg)
     return bounds
+
+
+def _share(text: str) -> float:
+    try:
+        share = float(text)
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 1:
+        msg = f"expected a share from 0 to 1, got {text!r}"
+        raise argparse.ArgumentTypeError(msg)
+    return share
 
 
 def _utc_datetime(text: str) -> datetime:
@@ -76,7 +88,48 @@ def _parser() -> argparse.ArgumentParser:
         default="1",
         help="Retry-After sent with those 429s; an empty string sends none",
     )
+    limits = parser.add_argument_group(
+        "rate limits", "per organisation, as Bolna documents them; refused with 429"
+    )
+    limits.add_argument(
+        "--agent-rate-limit",
+        type=int,
+        default=DEFAULT_RATE_LIMITS["agent"].requests,
+        help="requests per window on /v2/agent/... and /call (default: %(default)s)",
+    )
+    limits.add_argument(
+        "--default-rate-limit",
+        type=int,
+        default=DEFAULT_RATE_LIMITS["default"].requests,
+        help="requests per window on every other path (default: %(default)s)",
+    )
+    limits.add_argument("--rate-window-seconds", type=float, default=60.0)
+    limits.add_argument("--rate-window-mode", choices=("sliding", "fixed"), default="sliding")
+    limits.add_argument(
+        "--used-by-others-share",
+        type=_share,
+        default=0.0,
+        help="share of each limit the customer's own apps use, 0 to 1 (default: 0)",
+    )
+    limits.add_argument(
+        "--rate-limit-retry-after",
+        default=None,
+        help="Retry-After sent with rate-limit 429s (default: none, as the live API)",
+    )
+    limits.add_argument("--no-rate-limits", action="store_true", help="lift both limits")
     return parser
+
+
+def _apply_rate_limits(api: FakeBolnaServer, args: argparse.Namespace) -> None:
+    for group, requests in (("agent", args.agent_rate_limit), ("default", args.default_rate_limit)):
+        api.set_rate_limit(
+            group,
+            None if args.no_rate_limits else requests,
+            per_seconds=args.rate_window_seconds,
+            used_by_others=round(requests * args.used_by_others_share),
+            mode=args.rate_window_mode,
+            retry_after=args.rate_limit_retry_after or None,
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -106,6 +159,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         api.latency = args.latency
         api.max_in_flight = args.max_in_flight
         api.in_flight_retry_after = args.retry_after or None
+        _apply_rate_limits(api, args)
         sys.stdout.write(f"FAKE_BOLNA_URL={api.url}\n")
         sys.stdout.flush()
         # Short waits so the signal handler runs promptly on every platform.

@@ -2,7 +2,9 @@
 
 Standard library only. It speaks HTTP/1.1 with keep-alive, so a `requests.Session` reuses one
 connection, and it can be told to misbehave (status codes, HTML bodies, dropped connections,
-latency) for the next few requests, which is how the tap's error handling is tested.
+latency) for the next few requests, which is how the tap's error handling is tested. By default
+it enforces the live API's rules: `from` and `to` on every executions request, and the
+per-organisation rate limits (429 without Retry-After).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import socket
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from http import HTTPStatus
@@ -21,10 +24,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from tests.fake_api.rate_limits import DEFAULT_RATE_LIMITS, RateLimit, RateLimiter, WindowMode
 from tests.fake_api.world import ALL_STATUSES, format_timestamp
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Mapping
     from types import TracebackType
 
     from typing_extensions import Self
@@ -34,6 +38,9 @@ if TYPE_CHECKING:
 MAX_PAGE_SIZE = 50
 DEFAULT_PAGE_SIZE = 20
 MAX_RANGE = timedelta(days=7)
+MAX_USAGE_RANGE = timedelta(days=32)
+SUB_ACCOUNT_ROUTES = "/sub-accounts/"
+SUB_ACCOUNT_KEY_REFUSAL = {"detail": "Sub-account keys cannot manage sub-accounts"}
 JSON_TYPE = "application/json"
 HTML_TYPE = "text/html; charset=utf-8"
 AUTH_FAILURE = {"detail": "Invalid or expired API key"}
@@ -56,6 +63,34 @@ class LoggedRequest:
     path: str
     query: dict[str, str]
     status: int
+    # The sub-account whose key was presented; None for the parent key (or no valid key).
+    sub_account_id: str | None = None
+
+
+@dataclass
+class SubAccount:
+    """A sub-account of the parent organisation: its own key (`sa-` + 32 hex) and data."""
+
+    id: str
+    name: str
+    api_key: str
+    world: World
+    multi_tenant: bool = False
+    min_concurrency: int = 1
+    max_concurrency: int = 10
+    key_valid: bool = True  # False: still listed, but Bolna refuses the key
+
+    def listing(self, organization: str) -> dict[str, Any]:
+        """The object `GET /sub-accounts/all` lists, api_key included (as the live API does)."""
+        return {
+            "id": self.id,
+            "name": self.name,
+            "organization_id": str(uuid.uuid5(uuid.NAMESPACE_OID, organization)),
+            "api_key": self.api_key,
+            "multi_tenant": self.multi_tenant,
+            "min_concurrency": self.min_concurrency,
+            "max_concurrency": self.max_concurrency,
+        }
 
 
 @dataclass
@@ -137,9 +172,16 @@ def parse_query_time(text: str, *, name: str, round_up: bool) -> str:
 class _Routes:
     """Maps request paths to answers; a handler returns a JSON-ready object or raises ApiError."""
 
-    def __init__(self, world: World) -> None:
+    def __init__(self, world: World, api: FakeBolnaServer | None = None) -> None:
         self.world = world
-        self.table: list[tuple[re.Pattern[str], Any]] = [
+        self.table: list[tuple[re.Pattern[str], Any]] = []
+        if api is not None:  # the parent account's routes over its sub-accounts
+            self.table += [
+                (re.compile(r"/sub-accounts/all"), lambda _query: api.sub_account_listing()),
+                (re.compile(r"/sub-accounts/all/usage"), api.all_usage),
+                (re.compile(r"/sub-accounts/([^/]+)/usage"), api.one_usage),
+            ]
+        self.table += [
             (re.compile(r"/v2/agent/all"), self.agents),
             (re.compile(r"/v2/agent/([^/]+)/executions"), self.agent_executions),
             (re.compile(r"/v2/agent/([^/]+)"), self.agent),
@@ -226,12 +268,16 @@ def _int_param(query: dict[str, str], name: str, default: int) -> int | None:
         return None
 
 
-def _date_range(query: dict[str, str]) -> tuple[str | None, str | None]:
-    has_from, has_to = "from" in query, "to" in query
-    if has_from != has_to:
-        raise _error(400, "from and to must be provided together")
-    if not has_from:
-        return None, None
+def _date_range(query: dict[str, str]) -> tuple[str, str]:
+    # The live API requires both on every request: there is no "whole history" listing.
+    missing = [f"'{name}'" for name in ("from", "to") if name not in query]
+    if missing:
+        noun = "parameters" if len(missing) > 1 else "parameter"
+        raise _error(
+            400,
+            f"Missing required query {noun}: {' and '.join(missing)} "
+            "(UTC ISO 8601 datetimes at most 7 days apart)",
+        )
     created_from = parse_query_time(query["from"], name="from", round_up=True)
     created_to = parse_query_time(query["to"], name="to", round_up=False)
     # Stored timestamps are fixed-width UTC, so string order is time order.
@@ -240,6 +286,28 @@ def _date_range(query: dict[str, str]) -> tuple[str | None, str | None]:
     span = datetime.fromisoformat(created_to[:-1]) - datetime.fromisoformat(created_from[:-1])
     if span > MAX_RANGE:
         raise _error(400, "Date range cannot exceed 7 days")
+    return created_from, created_to
+
+
+def usage_range(query: dict[str, str], today: datetime) -> tuple[str, str]:
+    """A usage request's `from`/`to`: optional (month start, end of today), <= 32 days."""
+    month_start = today.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    day_end = today.replace(hour=23, minute=59, second=59, microsecond=999999)
+    created_from = (
+        parse_query_time(query["from"], name="from", round_up=True)
+        if "from" in query
+        else format_timestamp(month_start)
+    )
+    created_to = (
+        parse_query_time(query["to"], name="to", round_up=False)
+        if "to" in query
+        else format_timestamp(day_end)
+    )
+    if created_to < created_from:
+        raise _error(400, "'to' must not be earlier than 'from'")
+    span = datetime.fromisoformat(created_to[:-1]) - datetime.fromisoformat(created_from[:-1])
+    if span > MAX_USAGE_RANGE:
+        raise _error(400, "Usage can be tracked for at most 32 days")
     return created_from, created_to
 
 
@@ -323,12 +391,14 @@ class _Handler(BaseHTTPRequestHandler):
             for name, values in parse_qs(split.query, keep_blank_values=True).items()
         }
         api = self.server.api
-        if not api.admit():
+        token = self._bearer_token()
+        sub_account = api.sub_account_of(token)
+        who = sub_account.id if sub_account is not None else None
+        refusal = api.try_admit(api.organisation_of(token), path)
+        if refusal is not None:
             # Refused at the door, like a gateway: no latency, faults and hooks stay armed.
-            api.log(LoggedRequest(self.command, path, query, 429))
-            retry_after = api.in_flight_retry_after
-            headers = {"Retry-After": retry_after} if retry_after is not None else {}
-            self._send(429, _json(IN_FLIGHT_REFUSAL), JSON_TYPE, headers)
+            api.log(LoggedRequest(self.command, path, query, 429, who))
+            self._send(429, *refusal)
             return
         try:
             if api.latency:
@@ -336,11 +406,11 @@ class _Handler(BaseHTTPRequestHandler):
             api.run_hooks(self.path, query)
             fault = api.take_fault(self.path)
             if fault is not None and fault.kind == "reset":
-                api.log(LoggedRequest(self.command, path, query, 0))
+                api.log(LoggedRequest(self.command, path, query, 0, who))
                 self.close_connection = True
                 return
             status, body, content_type, headers = self._answer(fault, path, query)
-            api.log(LoggedRequest(self.command, path, query, status))
+            api.log(LoggedRequest(self.command, path, query, status, who))
             self._send(status, body, content_type, headers)
         finally:
             api.release()
@@ -363,17 +433,25 @@ class _Handler(BaseHTTPRequestHandler):
             return 403, _json(AUTH_FAILURE), JSON_TYPE, {}
         if self.command != "GET":
             return 404, _json({"message": "Not Found"}), JSON_TYPE, {}
-        world = self.server.api.world
+        api = self.server.api
+        sub_account = api.sub_account_of(self._bearer_token())
+        if sub_account is not None and path.startswith(SUB_ACCOUNT_ROUTES):
+            return 403, _json(SUB_ACCOUNT_KEY_REFUSAL), JSON_TYPE, {}
+        world = api.world if sub_account is None else sub_account.world
+        routes = self.server.routes if sub_account is None else _Routes(world)
         try:
             # Encode under the lock, so a concurrent complete_pending cannot change a page mid-dump.
             with world.lock:
-                return 200, _json(self.server.routes.answer(path, query)), JSON_TYPE, {}
+                return 200, _json(routes.answer(path, query)), JSON_TYPE, {}
         except ApiError as error:
             return error.status, _json(error.body), JSON_TYPE, {}
 
     def _authorized(self) -> bool:
+        return self.server.api.organisation_of(self._bearer_token()) is not None
+
+    def _bearer_token(self) -> str | None:
         scheme, _, token = (self.headers.get("Authorization") or "").partition(" ")
-        return scheme.lower() == "bearer" and token.strip() == self.server.api.api_key
+        return token.strip() if scheme.lower() == "bearer" else None
 
 
 def _fault_answer(fault: _Fault) -> tuple[int, bytes, str, dict[str, str]]:
@@ -405,7 +483,7 @@ class _Server(ThreadingHTTPServer):
 
     def __init__(self, api: FakeBolnaServer, port: int) -> None:
         self.api = api
-        self.routes = _Routes(api.world)
+        self.routes = _Routes(api.world, api)
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
         self._stopping = False
@@ -445,13 +523,33 @@ class FakeBolnaServer:
     `max_in_flight` (None = no limit) makes it refuse, at once, with 429 and
     `Retry-After: in_flight_retry_after` (no header if None), any request that arrives while
     that many are being answered; `peak_in_flight` is the most answered at once.
+
+    Like the live API, it limits requests per organisation and route group (see
+    `rate_limits.py`): by default 500 a minute on `/v2/agent/...` and `/call`, 1,000 a minute
+    elsewhere, in a sliding window, refused with 429 `{"message": ...}` and no Retry-After.
+    `set_rate_limit` changes or lifts a group's limit (scale the window for tests, e.g. 20
+    requests per 0.5 s); `rate_limits=None` starts with none. Refused requests are logged with
+    status 429 but do not count against the window; `rate_limit_counts` tells admitted from
+    refused per group. Only requests with a valid key are limited (others get their 403).
     """
 
-    def __init__(self, world: World, api_key: str = "test-key", *, port: int = 0) -> None:
-        """Serve `world` to clients presenting `api_key` as a bearer token; port 0 = any free."""
+    def __init__(
+        self,
+        world: World,
+        api_key: str = "test-key",
+        *,
+        port: int = 0,
+        rate_limits: Mapping[str, RateLimit | None] | None = DEFAULT_RATE_LIMITS,
+    ) -> None:
+        """Serve `world` to clients presenting `api_key` as a bearer token; port 0 = any free.
+
+        `rate_limits` maps a group ("agent", "default") to its limit; a group left out, or
+        None, has no limit, and `rate_limits=None` lifts them all.
+        """
         self.world = world
         self.api_key = api_key
         self._port = port
+        self._rate_limiter = RateLimiter(rate_limits)
         self.latency = 0.0
         self.max_in_flight: int | None = None
         self.in_flight_retry_after: str | None = "1"
@@ -461,6 +559,7 @@ class FakeBolnaServer:
         self._log: list[LoggedRequest] = []
         self._faults: list[_Fault] = []
         self._hooks: list[_Hook] = []
+        self._sub_accounts: dict[str, SubAccount] = {}
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -562,31 +661,183 @@ class FakeBolnaServer:
         """The most requests answered at the same time since start or `reset_stats`.
 
         A request counts from when it is parsed until its answer is written (latency included);
-        requests refused by `max_in_flight` do not count.
+        requests refused by `max_in_flight` or a rate limit do not count.
         """
         with self._lock:
             return self._peak_in_flight
 
     def reset_stats(self) -> None:
-        """Start `peak_in_flight` again from the requests being answered right now."""
+        """Start `peak_in_flight` from the requests being answered now, rate counts from zero."""
         with self._lock:
             self._peak_in_flight = self._in_flight
+        self._rate_limiter.reset_counts()
 
-    def admit(self) -> bool:
-        """Count a request in, or return False when `max_in_flight` are already being answered."""
+    def try_admit(
+        self, organisation: str | None, path: str
+    ) -> tuple[bytes, str, dict[str, str]] | None:
+        """Count a request in and return None, or return the 429 body, type and headers.
+
+        Refused when `max_in_flight` are already being answered, or when the organisation's
+        rate limit for the path's group is used up (requests without an organisation, i.e.
+        without a valid key, are not rate limited). Called by the handler threads.
+        """
         with self._lock:
             if self.max_in_flight is not None and self._in_flight >= self.max_in_flight:
-                return False
+                retry_after = self.in_flight_retry_after
+                headers = {"Retry-After": retry_after} if retry_after is not None else {}
+                return _json(IN_FLIGHT_REFUSAL), JSON_TYPE, headers
+            if organisation is not None:
+                limit = self._rate_limiter.admit(organisation, path)
+                if limit is not None:
+                    headers = {"Retry-After": limit.retry_after} if limit.retry_after else {}
+                    return _json({"message": limit.refusal_message()}), JSON_TYPE, headers
             self._in_flight += 1
             self._peak_in_flight = max(self._peak_in_flight, self._in_flight)
             self._last_activity = time.monotonic()
-            return True
+            return None
 
     def release(self) -> None:
-        """Count out a request admitted by `admit`, once its answer is written."""
+        """Count out a request admitted by `try_admit`, once its answer is written."""
         with self._lock:
             self._in_flight -= 1
             self._last_activity = time.monotonic()
+
+    # ------------------------------------------------------------------ rate limits
+
+    def organisation_of(self, api_key: str | None) -> str | None:
+        """The organisation whose limits a key uses, None for a key the API does not accept.
+
+        A sub-account's key counts against its parent organisation's limits.
+        """
+        if api_key is not None and api_key == self.api_key:
+            return api_key
+        return self.api_key if self.sub_account_of(api_key) is not None else None
+
+    # ------------------------------------------------------------------ sub-accounts
+
+    def add_sub_account(
+        self,
+        world: World,
+        *,
+        name: str | None = None,
+        sub_account_id: str | None = None,
+        api_key: str | None = None,
+    ) -> SubAccount:
+        """A sub-account of the parent organisation, with its own key and `world` of data."""
+        number = len(self._sub_accounts) + 1
+        sub_account = SubAccount(
+            id=sub_account_id or str(uuid.UUID(int=world.seed * 1000 + number, version=4)),
+            name=name or f"client-{number:03d}",
+            api_key=api_key or "sa-" + uuid.uuid4().hex,
+            world=world,
+        )
+        with self._lock:
+            self._sub_accounts[sub_account.id] = sub_account
+        return sub_account
+
+    def remove_sub_account(self, sub_account_id: str) -> None:
+        """Delete a sub-account: it is no longer listed, and its key and data are gone."""
+        with self._lock:
+            del self._sub_accounts[sub_account_id]
+
+    def revoke_sub_account_key(self, sub_account_id: str) -> None:
+        """The sub-account stays listed with its key, but Bolna refuses that key (403)."""
+        with self._lock:
+            self._sub_accounts[sub_account_id].key_valid = False
+
+    @property
+    def sub_accounts(self) -> dict[str, SubAccount]:
+        """The sub-accounts by id, as they are now."""
+        with self._lock:
+            return dict(self._sub_accounts)
+
+    def sub_account_of(self, api_key: str | None) -> SubAccount | None:
+        """The sub-account whose valid key this is, or None."""
+        with self._lock:
+            for sub_account in self._sub_accounts.values():
+                if sub_account.key_valid and sub_account.api_key == api_key:
+                    return sub_account
+        return None
+
+    def sub_account_listing(self) -> list[dict[str, Any]]:
+        """`GET /sub-accounts/all`: a bare array, keys included."""
+        return [sub_account.listing(self.api_key) for sub_account in self.sub_accounts.values()]
+
+    def usage_of(self, sub_account_id: str, created_from: str, created_to: str) -> dict[str, Any]:
+        """What `/sub-accounts/{id}/usage` answers for that range (inclusive, on created_at)."""
+        sub_account = self.sub_accounts[sub_account_id]
+        with sub_account.world.lock:
+            usage = sub_account.world.usage(created_from, created_to)
+        return {
+            "sub_account_id": sub_account.id,
+            "sub_account_name": sub_account.name,
+            "from": created_from[:10],
+            "to": created_to,
+            **usage,
+        }
+
+    def all_usage(self, query: dict[str, str]) -> list[dict[str, Any]]:
+        """`GET /sub-accounts/all/usage`: one object per sub-account."""
+        created_from, created_to = usage_range(query, self.world.server_now())
+        return [self.usage_of(sid, created_from, created_to) for sid in self.sub_accounts]
+
+    def one_usage(self, query: dict[str, str], sub_account_id: str) -> dict[str, Any]:
+        """`GET /sub-accounts/{id}/usage`."""
+        if sub_account_id not in self.sub_accounts:
+            raise _error(404, "Sub-account not found")
+        created_from, created_to = usage_range(query, self.world.server_now())
+        return self.usage_of(sub_account_id, created_from, created_to)
+
+    def set_rate_limit(  # noqa: PLR0913 - one knob per documented property of the limit
+        self,
+        group: str,
+        requests: int | None,
+        *,
+        per_seconds: float = 60.0,
+        used_by_others: int = 0,
+        mode: WindowMode = "sliding",
+        retry_after: str | float | None = None,
+    ) -> None:
+        """Limit `group` ("agent" or "default") to `requests` per `per_seconds`; None lifts it.
+
+        `used_by_others` of those go to the customer's own apps, leaving the client under test
+        `requests - used_by_others` per window. `mode` "sliding" counts the requests admitted
+        in the last `per_seconds`; "fixed" resets the count at each multiple of `per_seconds`
+        on `rate_limit_clock`. `retry_after` is sent as Retry-After on refusals (none if None).
+        The group's windows start empty again.
+        """
+        limit = None
+        if requests is not None:
+            limit = RateLimit(
+                requests=requests,
+                per_seconds=per_seconds,
+                used_by_others=used_by_others,
+                mode=mode,
+                retry_after=None if retry_after is None else str(retry_after),
+            )
+        self._rate_limiter.set_limit(group, limit)
+
+    @property
+    def rate_limits(self) -> dict[str, RateLimit | None]:
+        """Each group's limit right now (None: no limit)."""
+        return self._rate_limiter.limits
+
+    @property
+    def rate_limit_counts(self) -> dict[str, dict[str, int]]:
+        """Per group, requests `admitted` and `refused` by the rate limit since `reset_stats`.
+
+        Counts requests with a valid key only; those refused by `max_in_flight` are in neither.
+        """
+        return self._rate_limiter.counts()
+
+    @property
+    def rate_limit_clock(self) -> Callable[[], float]:
+        """Seconds on a monotonic clock (`time.monotonic`); tests may replace it to skip ahead."""
+        return self._rate_limiter.clock
+
+    @rate_limit_clock.setter
+    def rate_limit_clock(self, clock: Callable[[], float]) -> None:
+        self._rate_limiter.clock = clock
 
     # ------------------------------------------------------------------ changes between requests
 
@@ -604,7 +855,7 @@ class FakeBolnaServer:
         `page_number` parameter equals `page_number` (a request without one counts as page 1).
         The answer then reflects the change, e.g. calls inserted into or removed from a window
         while a client pages through it. Every armed action that matches runs, oldest first;
-        requests refused by `max_in_flight` neither run nor use one up.
+        requests refused by `max_in_flight` or a rate limit neither run nor use one up.
         """
         if times > 0:
             wanted_page = None if page_number is None else str(page_number)

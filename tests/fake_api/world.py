@@ -2,8 +2,13 @@
 
 A `World` is generated from a seed and a fixed "now", so the same arguments always give the same
 objects. Tests then change it while the server runs (`add_calls`, `complete_pending`,
-`update_calls`, `reveal`, `remove_calls`), always under `world.lock`, and the per-agent index
-that serves the paged endpoint stays sorted. Its clock (`server_now`) may disagree with ours.
+`disconnect_calls`, `retry_calls`, `update_calls`, `reveal`, `remove_calls`), always under
+`world.lock`, and the per-agent index that serves the paged endpoint stays sorted. Its clock
+(`server_now`) may disagree with ours.
+
+Calls move as on the live API: `call-disconnected` comes before `completed`, with the post-call
+fields still empty; auto-retry puts a `no-answer` call back to `scheduled` under the same id; a
+batch's calls start `prepared`. Windows are listed "by last run" (newest `updated_at` first).
 """
 
 from __future__ import annotations
@@ -14,9 +19,10 @@ import random
 import threading
 import uuid
 from bisect import bisect_left, bisect_right, insort
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
@@ -24,32 +30,76 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 
-PENDING_STATUSES = ("scheduled", "queued", "rescheduled", "initiated", "ringing", "in-progress")
-FINAL_STATUSES = (
-    "completed",
+# The fake's own status lists, from Bolna's docs and its live API (never the tap's lists).
+# Still moving: `prepared` is a batch call's first status; `call-disconnected` is set the instant
+# the line drops, before post-call processing fills in duration, cost and recording.
+MOVING_STATUSES = (
+    "scheduled",
+    "prepared",
+    "queued",
+    "rescheduled",
+    "initiated",
+    "ringing",
+    "in-progress",
     "call-disconnected",
-    "busy",
-    "no-answer",
-    "failed",
-    "canceled",
-    "balance-low",
-    "stopped",
-    "error",
 )
+# Look final, but auto-retry can put them back to `scheduled` with the same id (`retry_calls`).
+RETRYABLE_FINAL_STATUSES = ("no-answer", "busy", "failed", "error")
+TERMINAL_STATUSES = ("completed", "canceled", "stopped", "balance-low")
+# A status no documentation lists, as the live API may send one day; never generated, only
+# given through `add_calls(status=...)`. A client should treat it as still moving.
+UNDOCUMENTED_STATUSES = ("transferring",)
+# Not final: the statuses `complete_pending` finishes.
+PENDING_STATUSES = MOVING_STATUSES + UNDOCUMENTED_STATUSES
+FINAL_STATUSES = TERMINAL_STATUSES + RETRYABLE_FINAL_STATUSES
 ALL_STATUSES = PENDING_STATUSES + FINAL_STATUSES
 
 # Shares of each final status in generated history; every status shows up in a few hundred calls.
-_GENERATED_FINAL_WEIGHTS = (70, 5, 5, 8, 4, 2, 1, 2, 3)
+_GENERATED_FINAL_WEIGHTS = {
+    "completed": 75,
+    "canceled": 2,
+    "stopped": 2,
+    "balance-low": 1,
+    "no-answer": 8,
+    "busy": 5,
+    "failed": 4,
+    "error": 3,
+}
+# Pending statuses of generated calls. Old ones never sit in `call-disconnected` (it lasts
+# minutes); `prepared` calls are made only for the batch scheduled ahead (see `_populate`).
+_GENERATED_OLD_PENDING = (
+    "scheduled",
+    "queued",
+    "rescheduled",
+    "initiated",
+    "ringing",
+    "in-progress",
+)
+_GENERATED_RECENT_PENDING = (*_GENERATED_OLD_PENDING, "call-disconnected")
+_PREPARED_CALLS = 3  # how many of the first agent's newest pending calls wait in that batch
+# Pending statuses in which the call has been dialled, so the provider knows it.
+_DIALLED_STATUSES = frozenset({"initiated", "ringing", "in-progress", "call-disconnected"})
 # What pending calls become in `complete_pending`: mostly answered, a few not.
 _COMPLETION_STATUSES = ("completed", "no-answer", "busy", "failed")
 _COMPLETION_WEIGHTS = (80, 8, 6, 6)
 # Statuses where somebody actually talked, so there is a transcript, cost and recording.
-_CONVERSATION_STATUSES = frozenset({"completed", "call-disconnected", "stopped"})
+_CONVERSATION_STATUSES = frozenset({"completed", "stopped"})
+_EMPTY_COST = {"llm": 0.0, "network": 0.0, "platform": 0.0, "synthesizer": 0.0, "transcriber": 0.0}
+# What a call remembers of each earlier attempt once auto-retry reschedules it.
+_RETRY_HISTORY_FIELDS = ("status", "updated_at", "error_message")
+_RECORDING_URL = "https://api.bolna.ai/recordings/call/{}"
+_LIST_ORDERS = ("updated_at", "created_at")
+_CACHED_LISTINGS = 256  # sorted windows kept between mutations, least recently read dropped
+_last_run = itemgetter("updated_at", "id")
 
 # Fields `update_calls` leaves alone: identity, ordering, status and batch membership are kept
 # by other methods and indexes, and it sets `updated_at` itself.
 _NOT_UPDATABLE = frozenset({"id", "agent_id", "created_at", "status", "updated_at", "batch_id"})
 _RECENT_PENDING_WINDOW = timedelta(days=10)
+# Calls created well before they ran (scheduled, queued campaigns): up to 6 h between
+# `created_at` and the run, so listing "by last run" differs from `created_at` order.
+_RAN_LATER_SHARE = 0.15
+_RAN_LATER_MAX_SECONDS = 6 * 3600
 _BATCH_SHARE = 0.2
 _OLD_NAME_SHARE = (
     0.05  # calls that still carry `conversation_time` instead of `conversation_duration`
@@ -170,8 +220,9 @@ class World:
     """Agents, calls, batches and account data that the fake API serves, plus ways to change them.
 
     `executions` maps a call id to the object exactly as the API returns it, hidden calls
-    included. Change calls only through the methods below (or leave `agent_id` and `created_at`
-    alone): the paged endpoint reads a per-agent index built from those two fields.
+    included. Change calls only through the methods below: the paged endpoint reads a per-agent
+    index built from `agent_id` and `created_at`, and caches each window sorted by `updated_at`
+    until `version` (bumped by every method that changes a call) moves.
     """
 
     def __init__(self, *, now: datetime, seed: int, transcript_bytes: tuple[int, int]) -> None:
@@ -206,7 +257,16 @@ class World:
         self._pending: set[str] = set()
         # Calls that exist but are not listed yet; they stay out of `_index` until revealed.
         self._hidden: set[str] = set()
+        # "updated_at": newest last run first, as the live list is "sorted by last run";
+        # "created_at": newest created first, the order before that rule was known.
+        self.list_order = "updated_at"
+        # Bumped by every mutation; sorted window listings are cached until it moves.
+        self.version = 0
+        self._listings: OrderedDict[tuple[Any, ...], list[dict[str, Any]]] = OrderedDict()
+        self._listings_version = 0
         self._next_agent = 0
+        # The first agent's batch scheduled a day ahead, whose calls wait in `prepared`.
+        self._upcoming_batch: str | None = None
         self._last_tick = self.now
         self._corpus = self._build_corpus(max(high * 2, 65536))
 
@@ -266,22 +326,49 @@ class World:
             start + timedelta(microseconds=rng.randrange(span_us)) for _ in range(calls)
         )
         recent = self.now - _RECENT_PENDING_WINDOW
-        final_statuses = rng.choices(FINAL_STATUSES, _GENERATED_FINAL_WEIGHTS, k=calls)
+        statuses = rng.choices(
+            tuple(_GENERATED_FINAL_WEIGHTS), tuple(_GENERATED_FINAL_WEIGHTS.values()), k=calls
+        )
         for number, created in enumerate(moments):
             if created >= recent and rng.random() < pending_fraction:
-                status = rng.choice(PENDING_STATUSES)
-            else:
-                status = final_statuses[number]
-            self._create_call(agent_ids[number % agents], created, status, allow_batch=True)
+                statuses[number] = _pick(rng, _GENERATED_RECENT_PENDING)
+        prepared = self._prepare_upcoming_batch(moments, statuses, agents)
+        for number, created in enumerate(moments):
+            agent_id = agent_ids[number % agents]
+            batch_id = prepared.get(number) or self._pick_batch(agent_id, created)
+            self._create_call(agent_id, created, statuses[number], batch_id=batch_id)
 
         old_span_us = int(timedelta(days=10) / timedelta(microseconds=1))
         for number in range(old_pending):
             created = (
                 self.now - timedelta(days=30) + timedelta(microseconds=rng.randrange(old_span_us))
             )
-            status = rng.choice(PENDING_STATUSES)
-            self._create_call(agent_ids[number % agents], created, status, allow_batch=False)
+            status = rng.choice(_GENERATED_OLD_PENDING)
+            self._create_call(agent_ids[number % agents], created, status, batch_id=None)
         self._refresh_batch_counts()
+
+    def _prepare_upcoming_batch(
+        self, moments: Sequence[datetime], statuses: list[str], agents: int
+    ) -> dict[int, str]:
+        """Turn the first agent's newest pending calls into `prepared` calls of its upcoming batch.
+
+        Taken from the pending share, so `calls` and the round-robin deal stay as asked. The
+        batch is dated just before its oldest call. Returns call position -> batch id.
+        """
+        upcoming = self._upcoming_batch
+        if upcoming is None or not statuses:
+            return {}
+        # The first agent deals positions 0, agents, 2 * agents, ...; the newest are last.
+        pending = [n for n in range(0, len(statuses), agents) if statuses[n] not in FINAL_STATUSES]
+        chosen = pending[-_PREPARED_CALLS:]
+        if not chosen:
+            return {}
+        for number in chosen:
+            statuses[number] = "prepared"
+        batch = self.batches[upcoming]
+        created = format_timestamp(moments[chosen[0]] - timedelta(minutes=5))
+        batch["created_at"] = batch["updated_at"] = min(batch["created_at"], created)
+        return dict.fromkeys(chosen, upcoming)
 
     def _create_agent(self, position: int, history_start: datetime) -> None:
         rng = self.rng
@@ -414,9 +501,11 @@ class World:
                 self._add_batch(agent_id, created, created + timedelta(minutes=rng.randint(5, 90)))
             if position == 0:
                 created = self.now - timedelta(hours=2)
-                self._add_batch(agent_id, created, self.now + timedelta(days=1))
+                self._upcoming_batch = self._add_batch(
+                    agent_id, created, self.now + timedelta(days=1)
+                )
 
-    def _add_batch(self, agent_id: str, created: datetime, scheduled: datetime) -> None:
+    def _add_batch(self, agent_id: str, created: datetime, scheduled: datetime) -> str:
         batch_id = uuid.UUID(int=self.rng.getrandbits(128), version=4).hex
         self.batches[batch_id] = {
             "batch_id": batch_id,
@@ -435,6 +524,7 @@ class World:
         }
         self._batch_members[batch_id] = []
         self._agent_batches[agent_id].append(batch_id)
+        return batch_id
 
     def _create_account(self) -> None:
         rng = self.rng
@@ -494,13 +584,15 @@ class World:
         created: datetime,
         status: str,
         *,
-        allow_batch: bool,
+        batch_id: str | None,
         hidden: bool = False,
     ) -> str:
-        """Make one call in `status`; final calls get their outcome filled in by `_finish_call`."""
+        """Make one call in `status` (and in `batch_id`, if given).
+
+        Final calls get their outcome filled in by `_finish_call`.
+        """
         rng = self.rng
         call_id = self._new_uuid()
-        batch_id = self._pick_batch(agent_id, created) if allow_batch else None
         old_shape = rng.random() < _OLD_NAME_SHARE
         provider = _pick(rng, ("twilio", "plivo"))
         call_type = "outbound" if batch_id or rng.random() < 0.7 else "inbound"
@@ -522,13 +614,7 @@ class World:
                 "transcript": None,
                 "created_at": stamp,
                 "updated_at": stamp,
-                "cost_breakdown": {
-                    "llm": 0.0,
-                    "network": 0.0,
-                    "platform": 0.0,
-                    "synthesizer": 0.0,
-                    "transcriber": 0.0,
-                },
+                "cost_breakdown": dict(_EMPTY_COST),
                 "telephony_data": {
                     "duration": None,
                     "to_number": customer if call_type == "outbound" else agent_number,
@@ -581,11 +667,44 @@ class World:
         self._set_updated(
             execution, self._settle(created, created + timedelta(seconds=rng.uniform(0.2, 5)))
         )
-        if status in ("initiated", "ringing", "in-progress"):
-            telephony = execution["telephony_data"]
+        if status in _DIALLED_STATUSES:
+            self._dial(execution)
+        if status == "call-disconnected":
+            self._hang_up(execution)
+
+    def _dial(self, execution: dict[str, Any]) -> None:
+        """What the telephony provider knows once a call is dialled, before it ends."""
+        telephony = execution["telephony_data"]
+        if telephony["provider_call_id"] is None:
             telephony["provider_call_id"] = self._provider_call_id(telephony["provider"])
-            telephony["duration"] = self._duration_value(execution["id"], 0)
-            telephony["post_dial_delay"] = _between(rng, 0, 3)
+        telephony["duration"] = self._duration_value(execution["id"], 0)
+        telephony["post_dial_delay"] = _between(self.rng, 0, 3)
+
+    def _hang_up(self, execution: dict[str, Any]) -> None:
+        """The line dropped: `call-disconnected`, with every post-call field still empty."""
+        execution["status"] = "call-disconnected"
+        self._clear_outcome(execution)
+        hangup_by, reason, code = _pick(self.rng, _HANGUP_BY_STATUS["call-disconnected"])
+        execution["telephony_data"].update(
+            hangup_by=hangup_by, hangup_reason=reason, hangup_provider_code=code
+        )
+
+    @staticmethod
+    def _clear_outcome(execution: dict[str, Any]) -> None:
+        """Empty what post-call processing fills in: duration, costs, transcript, recording."""
+        duration = (
+            "conversation_time" if "conversation_time" in execution else "conversation_duration"
+        )
+        execution[duration] = 0.0
+        execution["total_cost"] = 0.0
+        execution["cost_breakdown"] = dict(_EMPTY_COST)
+        execution["transcript"] = None
+        execution["extracted_data"] = None
+        execution["error_message"] = None
+        execution["transfer_call_data"] = None
+        telephony = execution["telephony_data"]
+        telephony["recording_url"] = None
+        telephony.update(hangup_by=None, hangup_reason=None, hangup_provider_code=None)
 
     def _finish_call(
         self, execution: dict[str, Any], status: str, finished: datetime | None
@@ -627,10 +746,7 @@ class World:
         hangup_by, reason, code = _pick(rng, _HANGUP_BY_STATUS[status])
         telephony.update(hangup_by=hangup_by, hangup_reason=reason, hangup_provider_code=code)
         if talked:
-            telephony["recording_url"] = (
-                "https://bolna-call-recordings.s3.us-east-1.amazonaws.com/"
-                f"AC{rng.getrandbits(128):032x}/RE{rng.getrandbits(128):032x}"
-            )
+            telephony["recording_url"] = _RECORDING_URL.format(call_id)
             execution["extracted_data"] = (
                 {
                     "user_interested": rng.random() < 0.5,
@@ -661,9 +777,10 @@ class World:
             }
         if finished is None:
             created = parse_timestamp(execution["created_at"])
-            finished = self._settle(
-                created, created + timedelta(seconds=ring + conversation + rng.uniform(1, 30))
-            )
+            seconds_after = ring + conversation + rng.uniform(1, 30)
+            if rng.random() < _RAN_LATER_SHARE:
+                seconds_after += rng.random() * _RAN_LATER_MAX_SECONDS
+            finished = self._settle(created, created + timedelta(seconds=seconds_after))
         self._set_updated(execution, finished)
 
     def _settle(self, created: datetime, wanted: datetime) -> datetime:
@@ -739,7 +856,7 @@ class World:
             if not batch["valid_contacts"]:
                 batch["valid_contacts"] = len(members)
                 batch["total_contacts"] = len(members) + (len(members) // 10)
-            if not members:
+            if not members or counts.keys() == {"prepared"}:
                 batch["status"] = "scheduled"
             elif any(status in PENDING_STATUSES for status in counts):
                 batch["status"] = "queued"
@@ -799,8 +916,9 @@ class World:
                 moment = created_at.astimezone(timezone.utc) if created_at else self._tick()
                 # New calls are not part of a campaign, so batch listings stay as generated.
                 new_ids.append(
-                    self._create_call(owner, moment, status, allow_batch=False, hidden=hidden)
+                    self._create_call(owner, moment, status, batch_id=None, hidden=hidden)
                 )
+            self._changed()
             return new_ids
 
     def reveal(self, ids: Iterable[str] | None = None) -> list[str]:
@@ -821,6 +939,7 @@ class World:
                 keys = self._index[execution["agent_id"]].keys
                 insort(keys, (execution["created_at"], call_id))
                 self._hidden.discard(call_id)
+            self._changed()
             return targets
 
     def is_listed(self, call_id: str) -> bool:
@@ -833,13 +952,22 @@ class World:
             msg = f"unknown execution ids: {unknown}"
             raise KeyError(msg)
 
-    def complete_pending(self, *, ids: Iterable[str] | None = None) -> list[str]:
+    def complete_pending(
+        self, *, ids: Iterable[str] | None = None, status: str | None = None
+    ) -> list[str]:
         """Move pending calls (all, or those of `ids` that are pending) to a final status.
 
-        Most become "completed", some "no-answer", "busy" or "failed" (with an error
-        message). `updated_at` becomes the server's current time; `created_at` never changes.
-        Returns the ids that changed, in the order they were processed.
+        Pending includes `prepared`, `call-disconnected`, undocumented statuses and calls put
+        back to `scheduled` by `retry_calls`. Without `status`, most become "completed" and
+        some "no-answer", "busy" or "failed" (with an error message); `status` (any of
+        FINAL_STATUSES) forces the outcome. A call that talked gets its transcript, cost,
+        recording and perhaps `extracted_data`. `updated_at` becomes the server's current time;
+        `created_at` never changes. Returns the ids that changed, in the order they were
+        processed. Raises ValueError for a `status` that is not final, KeyError for an unknown id.
         """
+        if status is not None and status not in FINAL_STATUSES:
+            msg = f"complete_pending needs a final status, not {status!r}"
+            raise ValueError(msg)
         ids = None if ids is None else list(ids)
         with self.lock:
             if ids is None:
@@ -853,13 +981,96 @@ class World:
             touched_batches = set()
             for call_id in targets:
                 execution = self.executions[call_id]
-                status = self.rng.choices(_COMPLETION_STATUSES, _COMPLETION_WEIGHTS)[0]
-                self._finish_call(execution, status, finished=finished)
+                outcome = status or self.rng.choices(_COMPLETION_STATUSES, _COMPLETION_WEIGHTS)[0]
+                self._finish_call(execution, outcome, finished=finished)
                 self._pending.discard(call_id)
                 if execution.get("batch_id"):
                     touched_batches.add(execution["batch_id"])
-            self._refresh_batch_counts(touched_batches)
+            self._changed(touched_batches)
             return targets
+
+    def disconnect_calls(self, ids: Iterable[str]) -> list[str]:
+        """Drop the line of moving calls: `call-disconnected`, with every post-call field empty.
+
+        As Bolna does the instant a call ends: conversation duration, total cost and cost
+        breakdown are 0, transcript, recording and `extracted_data` are null. The call stays
+        pending, so `complete_pending` fills them in later. `updated_at` becomes the server's
+        current time. Returns the ids, in order. Raises KeyError for an unknown id, ValueError
+        for a call that is final or already disconnected (nothing changes then).
+        """
+        ids = list(dict.fromkeys(ids))
+        with self.lock:
+            self._require_known(ids)
+            refused = [
+                call_id
+                for call_id in ids
+                if call_id not in self._pending
+                or self.executions[call_id]["status"] == "call-disconnected"
+            ]
+            if refused:
+                msg = f"only moving calls can be disconnected: {refused}"
+                raise ValueError(msg)
+            moment = self._tick()
+            for call_id in ids:
+                execution = self.executions[call_id]
+                self._dial(execution)
+                self._hang_up(execution)
+                self._set_updated(execution, moment)
+            self._changed(self._batches_of(ids))
+            return ids
+
+    def retry_calls(
+        self, ids: Iterable[str], after: timedelta = timedelta(minutes=30)
+    ) -> list[str]:
+        """Auto-retry: put failed attempts back to `scheduled`, keeping each call's id.
+
+        Each call must be in one of RETRYABLE_FINAL_STATUSES. It gains (or updates)
+        `retry_count` (+1), `retry_history` (one entry per earlier attempt: status,
+        updated_at, error_message) and `scheduled_at` (server time + `after`); the attempt's
+        outcome (hang-up, costs, error message, provider call id) is cleared, the rest of
+        the call (created_at, numbers, batch, context) is kept. It becomes pending again, so
+        `complete_pending` can finish it. `updated_at` becomes the server's current time.
+        Returns the ids, in order. Raises KeyError for an unknown id, ValueError for a call
+        not in a retryable status (nothing changes then).
+        """
+        ids = list(dict.fromkeys(ids))
+        with self.lock:
+            self._require_known(ids)
+            refused = [
+                call_id
+                for call_id in ids
+                if self.executions[call_id]["status"] not in RETRYABLE_FINAL_STATUSES
+            ]
+            if refused:
+                msg = f"only {', '.join(RETRYABLE_FINAL_STATUSES)} calls can be retried: {refused}"
+                raise ValueError(msg)
+            moment = self._tick()
+            for call_id in ids:
+                execution = self.executions[call_id]
+                attempt = {name: execution[name] for name in _RETRY_HISTORY_FIELDS}
+                execution["retry_history"] = [*execution.get("retry_history", ()), attempt]
+                execution["retry_count"] = execution.get("retry_count", 0) + 1
+                execution["scheduled_at"] = format_timestamp(moment + after)
+                execution["status"] = "scheduled"
+                self._clear_outcome(execution)
+                execution["telephony_data"].update(
+                    provider_call_id=None, duration=None, ring_duration=None, post_dial_delay=None
+                )
+                run = execution.get("batch_run_details")
+                if run is not None:
+                    run["retried"] += 1
+                self._set_updated(execution, moment)
+                self._pending.add(call_id)
+            self._changed(self._batches_of(ids))
+            return ids
+
+    def _batches_of(self, ids: Iterable[str]) -> set[str]:
+        return {self.executions[c]["batch_id"] for c in ids if self.executions[c].get("batch_id")}
+
+    def _changed(self, batch_ids: Iterable[str] = ()) -> None:
+        """After every mutation: batch counters follow their calls, cached listings go stale."""
+        self._refresh_batch_counts(batch_ids)
+        self.version += 1
 
     def server_now(self) -> datetime:
         """Bolna's idea of the current time: `clock()` shifted by `clock_offset`, aware UTC."""
@@ -890,7 +1101,7 @@ class World:
                 self._set_updated(execution, moment)
                 if execution.get("batch_id"):
                     touched_batches.add(execution["batch_id"])
-            self._refresh_batch_counts(touched_batches)
+            self._changed(touched_batches)
             return dict.fromkeys(ids, format_timestamp(moment))
 
     def remove_calls(self, ids: Iterable[str]) -> None:
@@ -914,7 +1125,7 @@ class World:
                 if batch_id:
                     self._batch_members[batch_id].remove(call_id)
                     touched_batches.add(batch_id)
-            self._refresh_batch_counts(touched_batches)
+            self._changed(touched_batches)
 
     def _tick(self) -> datetime:
         """The time for a mutation: the server clock, never before `now`, always moving forward."""
@@ -945,17 +1156,23 @@ class World:
         page_number: int = 1,
         page_size: int = 20,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """One page of an agent's calls, newest first, and how many calls match in total.
+        """One page of an agent's calls in `list_order`, and how many calls match in total.
 
-        `created_from` / `created_to` are inclusive bounds written like `format_timestamp`, so
-        they compare as strings at full microsecond precision. `filters` keys: status,
-        call_type, provider, answered_by_voice_mail (bool), batch_id. Call under `lock`.
+        `created_from` / `created_to` are inclusive bounds on `created_at`, written like
+        `format_timestamp`, so they compare as strings at full microsecond precision. `filters`
+        keys: status, call_type, provider, answered_by_voice_mail (bool), batch_id. In the
+        default "updated_at" order the newest `updated_at` comes first, ties by id (highest
+        first); the sorted window is cached until the next mutation, so paging through it
+        stays cheap and stable. Call under `lock`.
         """
+        if self.list_order not in _LIST_ORDERS:
+            msg = f"list_order must be one of {', '.join(_LIST_ORDERS)}, not {self.list_order!r}"
+            raise ValueError(msg)
         keys = self._index[agent_id].keys
         low = 0 if created_from is None else bisect_left(keys, (created_from,))
         high = len(keys) if created_to is None else bisect_right(keys, (created_to, _MAX_ID))
         offset = (page_number - 1) * page_size
-        if not filters:
+        if self.list_order == "created_at" and not filters:
             total = max(0, high - low)
             # Newest first: position `offset` counts back from the end of the slice.
             stop = high - offset
@@ -966,12 +1183,42 @@ class World:
                 else []
             )
             return total, chosen
-        matching = [
-            self.executions[call_id]
-            for _, call_id in reversed(keys[low:high])
-            if _matches(self.executions[call_id], filters)
-        ]
-        return len(matching), matching[offset : offset + page_size]
+        filters = filters or {}
+        cache_key = (agent_id, created_from, created_to, tuple(sorted(filters.items())),
+                     self.list_order)  # fmt: skip
+        listing = self._cached_listing(
+            cache_key, lambda: self._sort_window(keys[low:high], filters)
+        )
+        return len(listing), listing[offset : offset + page_size]
+
+    def _cached_listing(
+        self, cache_key: tuple[Any, ...], build: Callable[[], list[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
+        """The listing `build` makes, kept until the world changes (its `version` moves)."""
+        if self._listings_version != self.version:
+            self._listings.clear()
+            self._listings_version = self.version
+        listing = self._listings.get(cache_key)
+        if listing is None:
+            listing = self._listings[cache_key] = build()
+            if len(self._listings) > _CACHED_LISTINGS:
+                self._listings.popitem(last=False)
+        else:
+            self._listings.move_to_end(cache_key)
+        return listing
+
+    def _sort_window(
+        self, window: list[tuple[str, str]], filters: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """A window's calls (oldest created first) that match `filters`, in `list_order`."""
+        listing = [self.executions[call_id] for _, call_id in window]
+        if filters:
+            listing = [call for call in listing if _matches(call, filters)]
+        if self.list_order == "updated_at":
+            listing.sort(key=_last_run, reverse=True)
+        else:
+            listing.reverse()
+        return listing
 
     def batch_executions(self, batch_id: str) -> list[dict[str, Any]]:
         """A batch's calls, newest first. Call under `lock`."""
@@ -998,6 +1245,49 @@ class World:
             if self.executions[call_id]["status"] in ("ringing", "in-progress")
         )
         return {**self.user, "concurrency": {"max": 10, "current": min(busy, 10)}}
+
+    def usage(self, created_from: str, created_to: str) -> dict[str, Any]:
+        """Usage of the listed calls created in [from, to], summed as Bolna's usage endpoints do.
+
+        Costs in cents, as the calls carry them; telephony cost is the `network` part. Bounds
+        are written like `format_timestamp` and compare as strings. Call under `lock`.
+        """
+        calls = [
+            call
+            for call_id, call in self.executions.items()
+            if call_id not in self._hidden and created_from <= call["created_at"] <= created_to
+        ]
+
+        def part(call: dict[str, Any], name: str) -> float:
+            return float((call.get("cost_breakdown") or {}).get(name) or 0.0)
+
+        def duration(call: dict[str, Any]) -> float:
+            return float(call.get("conversation_duration", call.get("conversation_time")) or 0.0)
+
+        llm = round(sum(part(call, "llm") for call in calls), 3)
+        synthesizer = round(sum(part(call, "synthesizer") for call in calls), 3)
+        transcriber = round(sum(part(call, "transcriber") for call in calls), 3)
+        seconds = round(sum(duration(call) for call in calls), 3)
+        return {
+            "total_records": len(calls),
+            "total_duration": seconds,
+            "total_cost": round(sum(float(call.get("total_cost") or 0.0) for call in calls), 3),
+            "total_platform_cost": round(sum(part(call, "platform") for call in calls), 3),
+            "total_telephony_cost": round(sum(part(call, "network") for call in calls), 3),
+            "status_map": dict(sorted(Counter(call["status"] for call in calls).items())),
+            "synthesizer_cost_map": {
+                "elevenlabs": {
+                    "eleven_turbo_v2_5": {"characters": seconds * 12, "cost": synthesizer}
+                }
+            },
+            "transcriber_cost_map": {
+                "deepgram": {"nova-2": {"duration": seconds, "cost": transcriber}}
+            },
+            "llm_cost_map": {
+                "cost": llm,
+                "tokens": {"gpt-4o-mini": {"input": len(calls) * 900, "output": len(calls) * 200}},
+            },
+        }
 
     def execution_log(self, call_id: str) -> dict[str, Any]:
         """The raw log of one call (same content on every request, derived from its id)."""

@@ -11,6 +11,8 @@ daily as (
     select
         agent_id,
         max(agent_name) as agent_name,
+        max(sub_account_id) as sub_account_id,
+        max(sub_account_name) as sub_account_name,
         created_date,
         count(*) as calls,
         count(*) filter (where is_completed) as completed_calls,
@@ -32,6 +34,8 @@ final as (
     select
         agent_id,
         agent_name,
+        sub_account_id,
+        sub_account_name,
         created_date,
         calls,
         completed_calls,

@@ -2,7 +2,7 @@
 --
 -- Incremental: each run merges, on call_id, only the calls that differ from what the model
 -- holds: new calls, calls target-postgres loaded again (a pending call that completed, data
--- extracted later) and calls whose agent was renamed. Rows are compared by their load marker,
+-- extracted later) and calls whose agent or sub-account was renamed. Rows are compared by their load marker,
 -- not by a clock, so loads written by machines whose clocks disagree are never skipped.
 {{
     config(
@@ -29,12 +29,20 @@ agent as (
 
 ),
 
+sub_account as (
+
+    select * from {{ ref('stg_bolna__sub_accounts') }}
+
+),
+
 call as (
 
     select
         execution.call_id,
         execution.agent_id,
         agent.agent_name,
+        execution.sub_account_id,
+        sub_account.sub_account_name,
         execution.batch_id,
         execution.status,
         execution.is_final,
@@ -70,6 +78,8 @@ call as (
     from execution
     left join agent
         on execution.agent_id = agent.agent_id
+    left join sub_account
+        on execution.sub_account_id = sub_account.sub_account_id
 
 ),
 
@@ -84,6 +94,7 @@ final as (
         where built.call_id = call.call_id
             and built.loaded_at = call.loaded_at
             and built.agent_name is not distinct from call.agent_name
+            and built.sub_account_name is not distinct from call.sub_account_name
     )
     {% endif %}
 

@@ -9,6 +9,7 @@ final as (
 
     select
         id as agent_id,
+        sub_account_id,
         agent_name,
         agent_type,
         agent_status,

@@ -21,6 +21,7 @@ final as (
     select
         id as call_id,
         agent_id,
+        sub_account_id,
         batch_id,
         status,
         status in (
