@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from tap_bolna.schemas import EXECUTION_SCHEMA
 from tests.fake_api import FakeBolnaServer, World
 from tests.postgres import PostgresServer
 
@@ -51,6 +52,8 @@ DBT_MODELS = {
     "bolna__sub_account_daily",
     "bolna__executions",
 }
+# The columns target-postgres creates for the executions stream, in order (_sdc_* aside).
+EXECUTION_COLUMNS = tuple(EXECUTION_SCHEMA.to_dict()["properties"])
 # Where each dbt utility compiles models and analyses (its target_path in meltano.yml).
 DBT_TARGET = {
     "dbt-postgres": Path(".meltano/transformers/dbt/target"),
@@ -213,13 +216,17 @@ def modelled_warehouse(pii_safe_warehouse: Pipeline) -> Pipeline:
     return pii_safe_warehouse
 
 
-def as_loaded(call: dict[str, t.Any]) -> dict[str, t.Any]:
+def as_loaded(call: dict[str, t.Any], sub_account_id: str | None = None) -> dict[str, t.Any]:
     """A call the fake API serves, as the tap emits it and target-postgres stores it: durations
-    as integers, older calls' `conversation_time` as `conversation_duration`, `batch_id` always."""
+    as integers, older calls' `conversation_time` as `conversation_duration`, the account's
+    `sub_account_id`, and every other column of the stream (`batch_id`, `retry_count`, …) null
+    where Bolna's object lacks it."""
     loaded = dict(call)
     if "conversation_time" in loaded:
         loaded["conversation_duration"] = loaded.pop("conversation_time")
-    loaded.setdefault("batch_id", None)
+    loaded["sub_account_id"] = sub_account_id
+    for column in EXECUTION_COLUMNS:
+        loaded.setdefault(column, None)
     for part in ("telephony_data", "transfer_call_data"):
         if loaded.get(part) and isinstance(loaded[part].get("duration"), str):
             loaded[part] = {**loaded[part], "duration": int(loaded[part]["duration"])}

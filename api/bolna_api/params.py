@@ -16,9 +16,10 @@ if TYPE_CHECKING:
 
     from starlette.datastructures import QueryParams
 
-# Bolna's 15 call statuses (transform/dbt_project.yml vars; tests/test_api.py checks they agree).
+# Bolna's 16 call statuses (transform/dbt_project.yml vars; tests/test_api.py checks they agree).
 STATUSES = (
     "scheduled",
+    "prepared",
     "queued",
     "rescheduled",
     "initiated",
