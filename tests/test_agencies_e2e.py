@@ -10,6 +10,7 @@ import pytest
 from tap_bolna.windows import parse_timestamp
 from tests.e2e_support import ANALYTICS_SCHEMA, SCHEMA, Pipeline, meltano, serve_pipeline
 from tests.fake_api import World
+from tests.test_api import ids, serve, walk
 
 if t.TYPE_CHECKING:
     import datetime as dt
@@ -89,6 +90,34 @@ def test_bolna_elt_carries_the_sub_account_through_every_model(agency_elt: Pipel
     assert {(sub, day): (usage, loaded) for sub, day, usage, loaded in rows} == {
         key: (count, count) for key, count in expected.items()
     }
+    the_endpoint_filters_by_sub_account(agency_elt, served)
+
+
+def the_endpoint_filters_by_sub_account(
+    pipeline: Pipeline, served: dict[str, tuple[str | None, str | None]]
+) -> None:
+    """`bolna-api` over the same build: `sub_account_id` on a listing and on the metrics, and
+    every call carrying its own (docs/http-api.md)."""
+    created = {
+        call_id: call["created_at"]
+        for world in [pipeline.world, *(s.world for s in pipeline.api.sub_accounts.values())]
+        for call_id, call in world.executions.items()
+    }
+    with serve(pipeline) as server:
+        for sub in pipeline.api.sub_accounts.values():
+            mine = sorted(
+                (call_id for call_id, (owner, _name) in served.items() if owner == sub.id),
+                key=lambda call_id: (created[call_id], call_id),
+                reverse=True,
+            )
+            listed = walk(server, {"sub_account_id": sub.id, "page_size": 20})
+            assert ids(listed) == mine
+            assert {call["sub_account_id"] for call in listed} == {sub.id}
+            metrics = server.ok("/api/metrics", {"sub_account_id": sub.id})
+            assert metrics["total_calls"] == len(mine)
+        parents = [call_id for call_id, (owner, _name) in served.items() if owner is None]
+        assert server.ok(f"/api/executions/{parents[0]}")["sub_account_id"] is None
+        assert server.ok("/api/executions", {"sub_account_id": "no-such"})["total"] == 0
 
 
 def test_the_agreement_test_fails_when_usage_and_calls_disagree(agency_elt: Pipeline) -> None:

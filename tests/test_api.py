@@ -466,6 +466,7 @@ def test_the_openapi_description_is_served(api: Server) -> None:
     assert listed == {
         "agent_id",
         "batch_id",
+        "sub_account_id",
         "status",
         "call_type",
         "from",

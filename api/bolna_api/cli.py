@@ -23,8 +23,21 @@ from bolna_api.settings import Settings, SettingsError, is_loopback
 logger = logging.getLogger("bolna-api")
 # What the endpoint reads; without them it cannot answer (they come with `meltano run bolna-elt`).
 REQUIRED_COLUMNS = {
-    "bolna__calls": {"call_id", "agent_id", "is_completed", "is_failed", "duration_s"},
-    "bolna__executions": {"call_id", "execution", "agent_call_number", "batch_call_number"},
+    "bolna__calls": {
+        "call_id",
+        "agent_id",
+        "sub_account_id",
+        "is_completed",
+        "is_failed",
+        "duration_s",
+    },
+    "bolna__executions": {
+        "call_id",
+        "sub_account_id",
+        "execution",
+        "agent_call_number",
+        "batch_call_number",
+    },
 }
 
 

@@ -20,6 +20,11 @@ def _query(name: str, description: str, schema: dict[str, Any]) -> dict[str, Any
 FILTER_PARAMETERS = [
     _query("agent_id", "Only the calls of this agent.", {"type": "string"}),
     _query("batch_id", "Only the calls of this batch.", {"type": "string"}),
+    _query(
+        "sub_account_id",
+        "Only the calls of this sub-account (an agency's; the tap's include_sub_accounts).",
+        {"type": "string"},
+    ),
     _query("status", "Only calls in this status.", {"type": "string", "enum": list(STATUSES)}),
     _query(
         "call_type", "Only inbound or outbound calls.", {"type": "string", "enum": list(CALL_TYPES)}
@@ -62,11 +67,14 @@ EXECUTION = {
         "conversation_duration, total_cost (cents), status, error_message, "
         "answered_by_voice_mail, transcript (absent when the PII-safe schema is served), "
         "created_at, updated_at, cost_breakdown, telephony_data, transfer_call_data, "
-        "batch_run_details, extracted_data, context_details."
+        "batch_run_details, extracted_data, context_details, scheduled_at, retry_count, "
+        "retry_history (null unless Bolna's auto-retry placed the call again); and the tap's "
+        "sub_account_id (null for the parent account's calls)."
     ),
     "properties": {
         "id": {"type": "string"},
         "agent_id": {"type": "string"},
+        "sub_account_id": {"type": ["string", "null"]},
         "status": {"type": "string", "enum": list(STATUSES)},
         "created_at": {"type": "string", "format": "date-time"},
     },

@@ -36,7 +36,7 @@ STATUSES = (
     "error",
 )
 CALL_TYPES = ("inbound", "outbound")
-FILTERS = ("agent_id", "batch_id", "status", "call_type", "from", "to")
+FILTERS = ("agent_id", "batch_id", "sub_account_id", "status", "call_type", "from", "to")
 PAGING = ("page_number", "page_size", "cursor")
 MAX_PAGE_SIZE = 100
 DEFAULT_PAGE_SIZE = 50
@@ -53,6 +53,7 @@ class Filters:
 
     agent_id: str | None = None
     batch_id: str | None = None
+    sub_account_id: str | None = None
     status: str | None = None
     call_type: str | None = None
     created_from: dt.datetime | None = None
@@ -122,7 +123,7 @@ def single_values(query: QueryParams, allowed: Iterable[str]) -> dict[str, str]:
 
 
 def parse_filters(values: dict[str, str]) -> Filters:
-    """agent_id, batch_id, status, call_type, from, to."""
+    """agent_id, batch_id, sub_account_id, status, call_type, from, to."""
     status = values.get("status") or None
     if status is not None and status not in STATUSES:
         msg = f"status: unknown status {status!r} (one of: {', '.join(STATUSES)})"
@@ -139,6 +140,7 @@ def parse_filters(values: dict[str, str]) -> Filters:
     return Filters(
         agent_id=values.get("agent_id") or None,
         batch_id=values.get("batch_id") or None,
+        sub_account_id=values.get("sub_account_id") or None,
         status=status,
         call_type=call_type,
         created_from=created_from,

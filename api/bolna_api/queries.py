@@ -40,7 +40,7 @@ NUMBERED: dict[frozenset[str], tuple[str | None, str]] = {
     frozenset({"agent_id"}): ("agent_id", "agent_call_number"),
     frozenset({"batch_id"}): ("batch_id", "batch_call_number"),
 }
-EQUALITY_FILTERS = ("agent_id", "batch_id", "status", "call_type")
+EQUALITY_FILTERS = ("agent_id", "batch_id", "sub_account_id", "status", "call_type")
 CSV_BATCH_ROWS = 2000
 ISO_UTC = '\'YYYY-MM-DD"T"HH24:MI:SS.US"Z"\''
 
