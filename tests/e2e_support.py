@@ -14,7 +14,6 @@ import shutil
 import subprocess
 import sys
 import typing as t
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,12 +150,29 @@ class Pipeline:
         return json.loads(self.run("state", "get", STATE_ID).stdout)
 
 
+# dbt parses the whole project again (about 9 s of CPU, as long as the build) whenever the
+# connection details change, the database's name included; with the same name, it re-reads
+# only what changed. So one test at a time gets its warehouse under the name TEST_DATABASE,
+# dropped when the test ends, and only the session's long-lived warehouses get names of their own.
+TEST_DATABASE = "warehouse_test"
+_databases_in_use: set[str] = set()
+
+
 @contextlib.contextmanager
 def serve_pipeline(
-    project: Path, postgres: PostgresServer, tmp_path: Path, world: World, **extra_env: str
+    project: Path,
+    postgres: PostgresServer,
+    tmp_path: Path,
+    world: World,
+    *,
+    database: str = TEST_DATABASE,
+    **extra_env: str,
 ) -> Iterator[Pipeline]:
-    """Serve `world`, create a warehouse database, and point Meltano at both."""
-    database = postgres.create_database(f"warehouse_{uuid.uuid4().hex[:8]}")
+    """Serve `world`, create the warehouse database `database`, and point Meltano at both."""
+    assert database not in _databases_in_use, f"two warehouses named {database} at once"
+    postgres.drop_database(database)  # left by a test that was killed
+    postgres.create_database(database)
+    _databases_in_use.add(database)
     try:
         with FakeBolnaServer(world, api_key=API_KEY) as api:
             env = clean_environment()
@@ -177,6 +193,7 @@ def serve_pipeline(
             )
             yield Pipeline(project, postgres, api, world, database, env)
     finally:
+        _databases_in_use.discard(database)
         postgres.drop_database(database)
 
 
@@ -195,6 +212,7 @@ def loaded_warehouse(
         postgres,
         tmp_path_factory.mktemp("warehouse"),
         world,
+        database="warehouse_session",
         BOLNA_PHONE_HASH_SALT=PHONE_HASH_SALT,
     ) as pipeline:
         pipeline.run("run", "tap-bolna", "target-postgres")

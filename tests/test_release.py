@@ -148,7 +148,9 @@ def pip_install(version: str, wheel: Path, venv: Path) -> PipInstall:
         return PipInstall(None, venv)
     subprocess.run([python, "-m", "venv", str(venv)], check=True, timeout=COMMAND_TIMEOUT)
     installed = subprocess.run(
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", str(wheel)],
+        # --no-compile: writing every dependency's .pyc files was 30 % of pip's CPU time here
+        # (14.9 s against 10.5 s on 3.12); whether the wheel installs and runs does not need them.
+        [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-compile", str(wheel)],
         capture_output=True,
         text=True,
         env=PLAIN_ENV,
