@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -72,6 +73,8 @@ class SyncResult:
     returncode: int = 0
     raw_stdout: str = ""
 
+    secrets: tuple[str, ...] = ()
+
     def records(self, stream: str = "executions") -> list[dict[str, t.Any]]:
         """Every RECORD of a stream, in order."""
         return [
@@ -91,6 +94,64 @@ class SyncResult:
     def final_state(self) -> dict[str, t.Any]:
         """The last STATE value."""
         return self.states[-1]
+
+
+def config_secrets(config: dict[str, t.Any]) -> tuple[str, ...]:
+    """Every API key a config holds, at any depth (sub-account keys included)."""
+    found: list[str] = []
+
+    def walk(value: t.Any, key: str = "") -> None:
+        if isinstance(value, dict):
+            for name, item in value.items():
+                walk(item, str(name))
+        elif isinstance(value, list):
+            for item in value:
+                walk(item, key)
+        elif isinstance(value, str) and "key" in key.lower() and value:
+            found.append(value)
+
+    walk(config)
+    return tuple(found)
+
+
+# The syncs of the running test, checked by `successful_syncs_are_clean` when it ends.
+_syncs_of_this_test: list[SyncResult] = []
+
+
+def error_lines(log: str) -> list[str]:
+    """Every ERROR (or CRITICAL) line of the tap's log, as the SDK formats it or as captured."""
+    return [line for line in log.splitlines() if "| ERROR" in line or "| CRITICAL" in line]
+
+
+@pytest.fixture(autouse=True)
+def successful_syncs_are_clean() -> t.Iterator[None]:
+    """Every run of the tap in a test (`run_tap`, `run_tap_cli`) leaves no API key of its config
+    in its stdout, its log or its state, and every one that succeeded logged no ERROR line."""
+    _syncs_of_this_test.clear()
+    yield
+    syncs = list(_syncs_of_this_test)
+    _syncs_of_this_test.clear()
+    for result in syncs:
+        for secret in result.secrets:
+            assert secret not in result.raw_stdout, "an API key in the tap's stdout"
+            assert secret not in result.stderr, "an API key in the tap's log"
+            assert secret not in json.dumps(result.states), "an API key in the state"
+        if result.returncode == 0:
+            assert error_lines(result.stderr) == [], "a successful sync logged an ERROR line"
+
+
+class _LogCapture(logging.Handler):
+    """The log of an in-process sync, one `time | LEVEL | logger | message` line per record."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if record.exc_info:
+            message += "\n" + logging.Formatter().formatException(record.exc_info)
+        self.lines.append(f"{record.created} | {record.levelname} | {record.name} | {message}")
 
 
 def partitions(state: dict[str, t.Any]) -> dict[str, dict[str, t.Any]]:
@@ -119,14 +180,24 @@ def run_tap(
     stdout = io.TextIOWrapper(buffer, encoding="utf-8")
     real_stdout = sys.stdout
     sys.stdout = stdout
+    log = _LogCapture()
+    logging.getLogger().addHandler(log)
     try:
         tap = TapBolna(config=config, state=state, catalog=catalog, setup_mapper=True)
         tap.sync_all()
         stdout.flush()
     finally:
         sys.stdout = real_stdout
+        logging.getLogger().removeHandler(log)
     text = buffer.getvalue().decode()
-    return SyncResult([json.loads(line) for line in text.splitlines() if line], raw_stdout=text)
+    result = SyncResult(
+        [json.loads(line) for line in text.splitlines() if line],
+        stderr="\n".join(log.lines),
+        raw_stdout=text,
+        secrets=config_secrets(config),
+    )
+    _syncs_of_this_test.append(result)
+    return result
 
 
 def tap_command(config_path: Path, *extra: str) -> list[str]:
@@ -159,7 +230,11 @@ def run_tap_cli(
         check=False,
     )
     messages = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    return SyncResult(messages, proc.stderr, proc.returncode, proc.stdout)
+    result = SyncResult(
+        messages, proc.stderr, proc.returncode, proc.stdout, secrets=config_secrets(config)
+    )
+    _syncs_of_this_test.append(result)
+    return result
 
 
 @dataclass

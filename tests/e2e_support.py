@@ -191,7 +191,9 @@ def serve_pipeline(
                     **extra_env,
                 }
             )
-            yield Pipeline(project, postgres, api, world, database, env)
+            pipeline = Pipeline(project, postgres, api, world, database, env)
+            yield pipeline
+            assert_no_key_in_warehouse(pipeline)
     finally:
         _databases_in_use.discard(database)
         postgres.drop_database(database)
@@ -286,7 +288,35 @@ def meltano(
             f"--- stdout (tail)\n{result.stdout[-3000:]}\n"
             f"--- stderr (tail)\n{result.stderr[-5000:]}"
         )
+    if result.returncode == 0:
+        # Every command that succeeded: the key is masked or absent, and a `meltano run` logged
+        # no ERROR line of the tap's (or the target's): Meltano renders a plugin's SDK log line
+        # as `<time> [error    ] tap-bolna    <message>`, a raw one keeps the SDK's `| ERROR |`.
+        assert API_KEY not in result.stdout + result.stderr, f"the API key in meltano {args[0]}"
+        if args[0] == "run":
+            markers = ("[error", "[critical", "| ERROR", "| CRITICAL", '"level": "error"')
+            logged_errors = [
+                line for line in result.stderr.splitlines() if any(m in line for m in markers)
+            ]
+            assert logged_errors == [], f"meltano {' '.join(args)} logged ERROR lines"
     return result
+
+
+def assert_no_key_in_warehouse(pipeline: Pipeline) -> None:
+    """No row of any table of the warehouse (loads, models, Meltano's) holds the API key."""
+    from psycopg import sql  # noqa: PLC0415 (psycopg is imported for types only above)
+
+    with pipeline.connect() as conn:
+        tables = conn.execute(
+            "SELECT table_schema, table_name FROM information_schema.tables"
+            " WHERE table_schema NOT IN ('pg_catalog', 'information_schema')"
+        ).fetchall()
+        for schema, table in tables:
+            query = sql.SQL("SELECT count(*) FROM {} AS row WHERE row::text LIKE %s").format(
+                sql.Identifier(schema, table)
+            )
+            (hits,) = conn.execute(query, (f"%{API_KEY}%",)).fetchone() or (0,)
+            assert hits == 0, f"the API key in {schema}.{table}"
 
 
 def error_lines(log: str, limit: int = 40) -> str:

@@ -10,6 +10,7 @@ too; the data tests fail on bad data; freshness warns and fails as documented.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 import typing as t
@@ -27,10 +28,11 @@ from tests.e2e_support import (
     DBT_TARGET,
     PROJECT_ROOT,
     Pipeline,
+    fetch_one,
     meltano,
     serve_pipeline,
 )
-from tests.fake_api import World
+from tests.fake_api import FINAL_STATUSES, World
 from tests.fake_api.world import parse_timestamp
 
 # Meltano and PostgreSQL: run once, on one Python (`make test`; `make e2e` runs only these).
@@ -146,7 +148,7 @@ def served_calls(world: World) -> dict[str, dict[str, t.Any]]:
             "agent_id": call["agent_id"],
             "agent_name": world.agents[call["agent_id"]]["agent_name"],
             "status": call["status"],
-            "is_final": call["status"] in FINAL_EXECUTION_STATUSES,
+            "is_final": call["status"] in FINAL_STATUSES,  # the fake's list, not the tap's
             "is_completed": call["status"] == "completed",
             "is_failed": call["status"] in FAILED_STATUSES,
             "is_voicemail": bool(call["answered_by_voice_mail"]),
@@ -217,6 +219,71 @@ def assert_agent_daily_is_what_was_served(pipeline: Pipeline) -> None:
         assert got == want, (agent_id, day)
 
 
+# One agent-day of five calls, and its bolna__agent_daily row worked out by hand (not with the
+# model's formulas): status, duration (s), cost (cents), answered by voice mail.
+HAND_DAY_CALLS = (
+    ("completed", 60, 10, False),
+    ("completed", 120, 20, True),
+    ("completed", 300, 30, False),
+    ("failed", 15, 5, False),
+    ("in-progress", 0, 0, False),
+)
+HAND_DAY_ROW = {
+    "calls": 5,
+    "completed_calls": 3,
+    "failed_calls": 1,
+    "voicemail_calls": 1,
+    "pending_calls": 1,
+    "total_cost": Decimal(65),
+    "avg_duration_s": Decimal(160),  # (60 + 120 + 300) / 3
+    "p95_duration_s": Decimal(300),  # the longest of three completed calls
+    "completion_rate": Decimal("0.6"),
+}
+
+
+def plant_hand_day(world: World) -> tuple[str, dt.date]:
+    """Replace the first agent's calls of the day 5 days ago by HAND_DAY_CALLS."""
+    agent_id = world.agent_ids[0]
+    noon = (world.server_now() - dt.timedelta(days=5)).replace(
+        hour=12, minute=0, second=0, microsecond=0
+    )
+    world.remove_calls(
+        [
+            call_id
+            for call_id, call in world.executions.items()
+            if call["agent_id"] == agent_id
+            and parse_timestamp(call["created_at"]).date() == noon.date()
+        ]
+    )
+    for n, (status, duration, cost, voice_mail) in enumerate(HAND_DAY_CALLS):
+        (call_id,) = world.add_calls(
+            1, agent_id=agent_id, created_at=noon + dt.timedelta(minutes=n), status=status
+        )
+        telephony = {**world.executions[call_id]["telephony_data"], "duration": duration}
+        world.update_calls(
+            [call_id],
+            telephony_data=telephony,
+            total_cost=cost,
+            answered_by_voice_mail=voice_mail,
+        )
+    return agent_id, noon.date()
+
+
+def assert_hand_day_row(pipeline: Pipeline, agent_id: str, day: dt.date) -> None:
+    with pipeline.connect() as conn:
+        row = fetch_one(
+            conn,
+            "SELECT calls, completed_calls, failed_calls, voicemail_calls, pending_calls,"
+            " total_cost, avg_duration_s, p95_duration_s, completion_rate"
+            " FROM bolna_analytics.bolna__agent_daily WHERE agent_id = %s AND created_date = %s",
+            (agent_id, day),
+        )
+    got, want = dict(zip(HAND_DAY_ROW, row, strict=True)), dict(HAND_DAY_ROW)
+    for ratio in ("avg_duration_s", "completion_rate"):
+        assert abs(got.pop(ratio) - want.pop(ratio)) < Decimal("1e-12"), ratio
+    assert got == want
+
+
 def dbt_summary(log: str) -> str:
     """dbt's closing `Done. PASS=… WARN=… ERROR=…` line."""
     (line,) = re.findall(r"Done\. PASS=\d+ WARN=\d+ ERROR=\d+ SKIP=\d+.*", log)
@@ -233,11 +300,13 @@ def merged_calls(log: str) -> int:
 def test_bolna_elt_keeps_every_call_once_and_current(elt: Pipeline) -> None:
     world = elt.world
     just_ended = world.add_calls(7)  # completed a moment ago; their data is extracted later
+    hand_agent, hand_day = plant_hand_day(world)
     first = elt.run("run", "bolna-elt")
     assert " ERROR=0 " in dbt_summary(first.stderr)
     assert elt.postgres.password not in first.stdout + first.stderr  # nor in dbt's lines
     assert_calls_are_current(elt)
     assert_agent_daily_is_what_was_served(elt)
+    assert_hand_day_row(elt, hand_agent, hand_day)
     assert len(world.pending_ids()) > 20
 
     # The next hour: pending calls end, new calls come, data is extracted after a call ended,

@@ -23,7 +23,16 @@ import pytest
 
 from tap_bolna.windows import format_timestamp, parse_timestamp
 from tests.conftest import API_KEY, days_ago, make_config, partitions, run_tap
-from tests.fake_api import FakeBolnaServer, World
+from tests.fake_api import (
+    FINAL_STATUSES,
+    MOVING_STATUSES,
+    PENDING_STATUSES,
+    RETRYABLE_FINAL_STATUSES,
+    TERMINAL_STATUSES,
+    UNDOCUMENTED_STATUSES,
+    FakeBolnaServer,
+    World,
+)
 from tests.test_moving_edge import Edge
 
 if t.TYPE_CHECKING:
@@ -370,3 +379,34 @@ def test_state_of_the_release_before_catches_up_on_calls_it_took_as_final(
         api.clear_requests()
         assert edge.sync().ids() == []
         assert len(execution_requests(api)) <= 2 * 2, "the catch-up happens once"
+
+
+def test_every_status_the_fake_sends_is_followed_as_the_live_rules_say(quiet: Edge) -> None:
+    # The fake's own lists (Bolna's docs, and one status no documentation lists), never the
+    # tap's: still moving -> followed until final; looks final but auto-retry may revive it
+    # -> followed for the retry horizon (6 h); final for good -> not looked at again.
+    agent_id = quiet.world.agent_ids[0]
+    statuses = (*MOVING_STATUSES, *UNDOCUMENTED_STATUSES, *RETRYABLE_FINAL_STATUSES,
+                *TERMINAL_STATUSES)  # fmt: skip
+    assert set(statuses) == set(PENDING_STATUSES + FINAL_STATUSES)
+    created_at = quiet.server_now() - 3 * HOUR  # outside the look-back, inside the horizon
+    calls = {
+        status: quiet.world.add_calls(1, agent_id=agent_id, created_at=created_at, status=status)[0]
+        for status in statuses
+    }
+    quiet.sync(start_date=days_ago(5))
+    moving = {calls[s]: s for s in (*MOVING_STATUSES, *UNDOCUMENTED_STATUSES)}
+    revivable = {calls[s]: s for s in RETRYABLE_FINAL_STATUSES}
+    assert followed(quiet.state) == {**moving, **revivable}  # type: ignore[arg-type]
+
+    # Each followed call moves on (the moving ones end, auto-retry revives the others): the
+    # next sync emits each of them once, and asks nothing about the calls final for good.
+    quiet.world.clock_offset += 10 * MINUTE
+    quiet.world.complete_pending(ids=list(moving), status="completed")
+    quiet.world.retry_calls(list(revivable), after=dt.timedelta(0))
+    quiet.api.clear_requests()
+    again = quiet.sync()
+    assert Counter(again.ids()) == Counter([*moving, *revivable])
+    final_for_good = {calls[s] for s in TERMINAL_STATUSES}
+    assert [r for r in by_id_requests(quiet.api) if r.path.split("/")[-1] in final_for_good] == []
+    assert followed(quiet.state) == dict.fromkeys(revivable, "scheduled")  # type: ignore[arg-type]

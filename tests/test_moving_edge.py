@@ -263,3 +263,37 @@ def test_state_from_before_the_lookback_emits_no_copies_and_gains_the_new_fields
     (partition,) = partitions(second.final_state).values()
     assert {"newest_created_at", "recent_calls"} <= set(partition)
     assert edge.sync().ids() == []
+
+
+def test_state_from_before_the_lookback_follows_its_pending_calls_to_the_end(
+    max_workers: int,
+) -> None:
+    # The state above, from a world with calls still moving when it was written.
+    world = World.generate(seed=37, agents=1, calls=200, days=10, pending_fraction=0.2)
+    with FakeBolnaServer(world, api_key=API_KEY) as api:
+        edge = Edge(world, api, max_workers)
+        edge.sync(start_date=(world.server_now() - dt.timedelta(days=11)).isoformat())
+        assert edge.state is not None
+        (old,) = edge.state["bookmarks"]["executions"]["partitions"]
+        pending = sorted(world.pending_ids())
+        assert len(pending) >= 10
+        assert set(pending) <= set(old["pending_calls"])
+        old.pop("newest_created_at")
+        old.pop("recent_calls")
+        for call in old["pending_calls"].values():
+            call.pop("updated_at")
+
+        world.clock_offset += 10 * MINUTE
+        completed = world.complete_pending(ids=pending[: len(pending) // 2])
+        new = world.add_calls(2)
+        second = edge.sync()
+        assert sorted(second.ids()) == sorted([*completed, *new])
+        (partition,) = partitions(edge.state).values()
+        still_moving = set(pending) - set(completed)
+        assert still_moving <= set(partition["pending_calls"])
+        assert all("updated_at" in partition["pending_calls"][i] for i in still_moving)
+
+        world.clock_offset += 10 * MINUTE
+        rest = world.complete_pending(ids=still_moving)
+        assert sorted(edge.sync().ids()) == sorted(rest)
+        assert edge.sync().ids() == []

@@ -118,3 +118,31 @@ def test_a_long_window_says_where_it_is_at_least_every_30_seconds(
         "Agent Alfred (a1): reading window 2026-01-01 00:00 .. 2026-01-08 00:00 UTC, "
         "3 pages so far; 31 calls emitted, window 1 of 2."
     )
+
+
+HEARTBEAT = re.compile(
+    r"Agent (?P<name>.+) \((?P<id>[0-9a-f-]+)\): reading window (?P<start>\S+ \S+) \.\. "
+    r"(?P<end>\S+ \S+) UTC, (?P<pages>\d+) pages so far; (?P<calls>[\d,]+) calls emitted, "
+    r"window (?P<n>\d+) of (?P<of>\d+)\."
+)
+
+
+def test_a_sync_gives_its_heartbeat_while_reading_a_window(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # No waiting 30 s: with no interval, the sync loop's heartbeat speaks at every record read.
+    monkeypatch.setattr("tap_bolna.progress.HEARTBEAT_SECONDS", 0.0)
+    world = World.generate(seed=53, agents=1, calls=60, days=5, pending_fraction=0)
+    with FakeBolnaServer(world, api_key=API_KEY) as api, caplog.at_level(logging.INFO):
+        run_tap(make_config(api, page_size=10, start_date=world_start(world)))
+    beats = [m.groupdict() for r in caplog.records if (m := HEARTBEAT.fullmatch(r.getMessage()))]
+    assert len(beats) == len(world.executions), "one line per record read"
+    assert {beat["id"] for beat in beats} == set(world.agent_ids)
+    # 60 calls in pages of 10, one window: the line counts the pages read and calls emitted.
+    assert [number(beat["calls"]) for beat in beats] == list(range(1, 61))
+    assert {int(beat["pages"]) for beat in beats} == set(range(1, 7))
+
+
+def world_start(world: World) -> str:
+    """A start date before every call of the world: one window covers them all."""
+    return (world.server_now() - dt.timedelta(days=5.5)).isoformat()

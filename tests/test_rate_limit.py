@@ -101,3 +101,35 @@ def test_with_half_the_limit_used_by_other_apps_the_tap_slows_down_and_loses_not
     assert all("requests a minute" in line for line in slowed)
     assert len(slowed) <= refused
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+def test_the_pace_settings_are_the_paces_the_fake_sees() -> None:
+    # Paces below the defaults, and different per group: a pace hard-coded, taken from the
+    # defaults, or from the other group's setting goes faster than one of these. Going slower
+    # than set is always allowed (a loaded machine only spreads requests further apart).
+    world = World.generate(seed=62, agents=5, calls=25, days=5)
+    paces = {"executions": 200, "other": 120}  # requests a minute
+    with FakeBolnaServer(world, api_key=API_KEY) as api:
+        run_tap(
+            {
+                "api_key": API_KEY,
+                "api_url": api.url,
+                "start_date": days_ago(5.5),
+                "max_requests_per_minute": paces["executions"],
+                "max_other_requests_per_minute": paces["other"],
+            }
+        )
+        requests = api.requests
+    # Bolna's groups (README of the API): the agent routes, and every other route.
+    arrivals = {
+        "executions": [r.received for r in requests if r.path.startswith("/v2/agent/")],
+        "other": [r.received for r in requests if not r.path.startswith("/v2/agent/")],
+    }
+    for group, times in arrivals.items():
+        assert len(times) >= 5, group
+        interval = 60 / paces[group]
+        # Any n + 1 requests of a group span n intervals; one of slack, as the first may reach
+        # the fake late and the last early.
+        for first, earlier in enumerate(times):
+            for n, later in enumerate(times[first + 1 :], start=1):
+                assert later - earlier >= (n - 1) * interval, (group, first, n)

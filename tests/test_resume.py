@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
+import math
 import os
 import signal
 import subprocess
 import typing as t
+from collections import Counter
 
-from tap_bolna.windows import format_timestamp, parse_timestamp
 from tests.conftest import API_KEY, FAST_PACE, days_ago, partitions, run_tap, tap_command
 from tests.fake_api import FakeBolnaServer, World
 
 if t.TYPE_CHECKING:
     from pathlib import Path
+
+
+def moment(timestamp: str) -> dt.datetime:
+    """An ISO 8601 timestamp of the API or the state ("...Z" or "+00:00"), as a datetime."""
+    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
 
 
 def run_until_states(config_path: Path, states_wanted: int) -> tuple[list[dict], int]:
@@ -91,11 +98,34 @@ def test_kill_mid_backfill_then_resume_loses_nothing(tmp_path: Path, max_workers
     # The resumed run started at the checkpoint (less the look-back): no window before it
     # was requested again.
     assert resumed_requests < full_requests
-    first_agent_froms = [
-        r.query["from"] for r in api.requests if first_agent in r.path and "from" in r.query
+    first_agent_requests = [
+        r for r in api.requests if r.path == f"/v2/agent/{first_agent}/executions"
     ]
+    first_agent_froms = [r.query["from"] for r in first_agent_requests]
     assert first_agent_froms
     lookback = dt.timedelta(minutes=60)
-    assert min(first_agent_froms) == format_timestamp(parse_timestamp(bookmark) - lookback)
-    # Only what came after the checkpoint is emitted again (the partial window at most).
-    assert len(set(emitted_before) & set(resumed.ids())) < 100
+    assert min(map(moment, first_agent_froms)) == moment(bookmark) - lookback
+    # Exactly what the fake holds from the checkpoint on (less the look-back) for the first
+    # agent, and everything of the second: a resume a window early emits a window too many.
+    since = moment(bookmark) - lookback
+    expected = {
+        call_id
+        for call_id, call in world.executions.items()
+        if call["agent_id"] != first_agent or moment(call["created_at"]) >= since
+    }
+    assert set(resumed.ids()) == expected
+    # And exactly the requests that takes: windows of at most 7 days laid end to end from
+    # there to now, each read page by page as the fake counts its calls (pages of 50), once.
+    windows = Counter((r.query["from"], r.query["to"]) for r in first_agent_requests)
+    bounds = sorted((moment(start), moment(end)) for start, end in windows)
+    assert bounds[0][0] == since
+    assert all(end == next_start for (_, end), (next_start, _) in itertools.pairwise(bounds))
+    for (start, end), pages in windows.items():
+        width = moment(end) - moment(start)
+        assert dt.timedelta(0) < width <= dt.timedelta(days=7)
+        calls = sum(
+            call["agent_id"] == first_agent
+            and moment(start) <= moment(call["created_at"]) <= moment(end)
+            for call in world.executions.values()
+        )
+        assert pages == max(1, math.ceil(calls / 50)), (start, end)

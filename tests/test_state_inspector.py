@@ -17,11 +17,9 @@ import pytest
 from tap_bolna import state as inspector
 from tap_bolna.tap import TapBolna
 from tap_bolna.windows import (
-    AgentBookmark,
     LookBack,
     format_timestamp,
     parse_timestamp,
-    resume_from,
 )
 from tests.conftest import API_KEY, make_config, partitions, run_tap
 from tests.fake_api import FakeBolnaServer, World
@@ -137,14 +135,35 @@ def test_rows_say_what_the_state_says_and_the_world_holds(synced: SyncedAccount)
         )
         assert row["synced_through"] == partition["replication_key_value"]
         assert row["lookback_calls"] == len(partition["recent_calls"])
-        expected_start = resume_from(
-            AgentBookmark.from_state(partition), now=synced.now, lookback=LookBack(60, 14)
-        )
-        assert expected_start is not None
-        assert row["next_sync_starts"] == format_timestamp(expected_start)
+        assert moment(row["next_sync_starts"]) == next_start(synced, row["agent_id"], minutes=60)
         ago = synced.now - parse_timestamp(partition["replication_key_value"])
         assert row["synced_seconds_ago"] == round(ago.total_seconds())
     assert sum(row["pending_too_old"] for row in rows) == 2  # the world's old_pending
+
+
+def moment(timestamp: str) -> dt.datetime:
+    """An ISO 8601 timestamp ("...Z" or "+00:00") as a datetime, parsed here, not by the tap."""
+    return dt.datetime.fromisoformat(timestamp.replace("Z", "+00:00"))
+
+
+def to_the_millisecond(moment: dt.datetime) -> dt.datetime:
+    """What the API's timestamps keep of a moment (Bolna's format has milliseconds)."""
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def next_start(synced: SyncedAccount, agent_id: str, *, minutes: int) -> dt.datetime:
+    """Where the next sync of an agent starts, worked out by hand (README, "How incremental
+    sync works"): `minutes` before where the last one read to, or earlier, at the agent's
+    newest call in the fake (calls listed late are created after it), but never more than
+    a week before now. Not the tap's resume_from, which the inspector calls."""
+    synced_through = moment(partitions(synced.state)[agent_id]["replication_key_value"])
+    newest = max(
+        moment(call["created_at"])
+        for call in synced.world.executions.values()
+        if call["agent_id"] == agent_id
+    )
+    reach_back = max(to_the_millisecond(newest), to_the_millisecond(synced.now) - 7 * DAY)
+    return min(synced_through - dt.timedelta(minutes=minutes), reach_back)
 
 
 def forward_walk_start(requests: list[t.Any], agent_id: str) -> str:
@@ -236,13 +255,10 @@ def test_config_file_settings_and_options_that_override_them(
     overridden = rows_of(synced, "--config", str(config_file), "--lookback-minutes", "5")
 
     assert API_KEY not in proc.stdout + proc.stderr
-    by_agent = partitions(synced.state)
     for row, row_5 in zip(json.loads(proc.stdout), overridden, strict=True):
-        bookmark = AgentBookmark.from_state(by_agent[row["agent_id"]])
         for found, minutes in ((row, 0), (row_5, 5)):
-            start = resume_from(bookmark, now=synced.now, lookback=LookBack(minutes, 30))
-            assert start is not None
-            assert found["next_sync_starts"] == format_timestamp(max(start, start_date))
+            start = next_start(synced, row["agent_id"], minutes=minutes)
+            assert moment(found["next_sync_starts"]) == max(start, to_the_millisecond(start_date))
         assert row["pending_too_old"] == 0  # followed for 30 days, the 20-30 day old ones too
     assert any(row["next_sync_starts"] == format_timestamp(start_date) for row in overridden)
 

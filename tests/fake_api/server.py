@@ -65,6 +65,8 @@ class LoggedRequest:
     status: int
     # The sub-account whose key was presented; None for the parent key (or no valid key).
     sub_account_id: str | None = None
+    # When the request line reached the server (time.monotonic()): what was sent after a stop.
+    received: float = 0.0
 
 
 @dataclass
@@ -380,6 +382,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve()
 
     def _serve(self) -> None:
+        received = time.monotonic()
         length = int(self.headers.get("Content-Length") or 0)
         if length:
             self.rfile.read(length)  # drain the body so the connection stays usable
@@ -397,7 +400,7 @@ class _Handler(BaseHTTPRequestHandler):
         refusal = api.try_admit(api.organisation_of(token), path)
         if refusal is not None:
             # Refused at the door, like a gateway: no latency, faults and hooks stay armed.
-            api.log(LoggedRequest(self.command, path, query, 429, who))
+            api.log(LoggedRequest(self.command, path, query, 429, who, received))
             self._send(429, *refusal)
             return
         try:
@@ -406,11 +409,11 @@ class _Handler(BaseHTTPRequestHandler):
             api.run_hooks(self.path, query)
             fault = api.take_fault(self.path)
             if fault is not None and fault.kind == "reset":
-                api.log(LoggedRequest(self.command, path, query, 0, who))
+                api.log(LoggedRequest(self.command, path, query, 0, who, received))
                 self.close_connection = True
                 return
             status, body, content_type, headers = self._answer(fault, path, query)
-            api.log(LoggedRequest(self.command, path, query, status, who))
+            api.log(LoggedRequest(self.command, path, query, status, who, received))
             self._send(status, body, content_type, headers)
         finally:
             api.release()
