@@ -424,3 +424,212 @@ def test_a_call_checked_by_id_that_is_not_found_is_let_go() -> None:
     assert emit.gone == ["gone"]
     assert bookmark.pending == {}
     assert bookmark.synced_through == now - HOUR, "a re-check never moves the bookmark"
+
+
+# EmitFilter: what a sync emits again, and what it keeps for the next one. Dates by hand.
+
+
+def test_every_new_and_every_changed_call_is_counted() -> None:
+    now = T0 + 2 * DAY
+    recent = {
+        "a": {"created_at": "2026-01-02T23:00:00.000Z", "updated_at": "u1"},
+        "b": {"created_at": "2026-01-02T23:10:00.000Z", "updated_at": "u1"},
+        "c": {"created_at": "2026-01-02T23:20:00.000Z", "updated_at": "u1"},
+    }
+    bookmark = AgentBookmark(now - 30 * MINUTE, now - 40 * MINUTE, recent=dict(recent))  # type: ignore[arg-type]
+    emit = emit_filter(bookmark, now)
+    window = Window(now - 2 * HOUR, now)
+    for call_id, minutes in (("a", 60), ("b", 50), ("c", 40)):
+        record = {**call(call_id, now - minutes * MINUTE), "updated_at": "u2"}
+        assert emit.should_emit(record, window)
+    for call_id in ("n1", "n2", "n3"):
+        assert emit.should_emit({**call(call_id, now - 5 * MINUTE), "updated_at": "u"}, window)
+    assert (emit.new, emit.changed) == (3, 3)
+
+
+def test_old_state_counts_every_call_emitted_again() -> None:
+    synced = T0 + DAY
+    emit = emit_filter(AgentBookmark(synced, None, {}, None, legacy=True), synced + HOUR)
+    window = Window(synced - HOUR, synced + HOUR)
+    for n in range(3):
+        record = {**call(f"c{n}", synced - (n + 1) * MINUTE), "updated_at": "2026-01-02T00:30:00Z"}
+        assert emit.should_emit(record, window)
+    assert (emit.new, emit.changed) == (0, 3)
+
+
+def test_old_state_calls_on_the_old_bookmark_were_emitted_then() -> None:
+    # Created on the old bookmark's millisecond: that sync read it (its `to` is inclusive).
+    synced = T0 + DAY
+    emit = emit_filter(AgentBookmark(synced, None, {}, None, legacy=True), synced + HOUR)
+    window = Window(synced - HOUR, synced + HOUR)
+    on_edge = {**call("edge", synced), "updated_at": "2026-01-01T23:00:00.000Z"}
+    assert not emit.should_emit(on_edge, window)
+    # Updated on the bookmark's millisecond: that sync saw it so.
+    same_moment = {**call("same", synced - MINUTE), "updated_at": "2026-01-02T00:00:00.000Z"}
+    assert not emit.should_emit(same_moment, window)
+    later = {**call("later", synced - MINUTE), "updated_at": "2026-01-02T00:00:00.001Z"}
+    assert emit.should_emit(later, window)
+    # No updated_at (the API left it out): nothing says it changed.
+    assert not emit.should_emit(call("undated", synced - 2 * MINUTE), window)
+    assert (emit.new, emit.changed) == (0, 1)
+
+
+def test_old_state_is_current_again_once_a_window_ends_on_the_old_bookmark() -> None:
+    synced = T0 + DAY
+    bookmark = AgentBookmark(synced, None, {}, None, legacy=True)
+    emit = emit_filter(bookmark, synced + HOUR)
+    first = Window(synced - HOUR, synced)
+    emit.complete(first)
+    assert bookmark.legacy is False
+    # From here on every call is new: nothing compares it with the old bookmark any more.
+    second = Window(synced, synced + HOUR)
+    assert emit.should_emit({**call("x", synced + MINUTE), "updated_at": "z"}, second)
+    emit.complete(second)
+    assert bookmark.synced_through == synced + HOUR
+
+
+def test_a_call_without_updated_at_is_kept_without_one() -> None:
+    now = T0 + 2 * DAY
+    emit = emit_filter(AgentBookmark(), now)
+    window = Window(now - DAY, now)
+    assert emit.should_emit(call("p", now - HOUR, "queued"), window)
+    assert emit.should_emit(call("f", now - HOUR), window)
+    assert emit.bookmark.pending == {
+        "p": {"created_at": "2026-01-02T23:00:00.000Z", "status": "queued"}
+    }
+    assert emit.bookmark.recent == {
+        "f": {"created_at": "2026-01-02T23:00:00.000Z", "updated_at": ""}
+    }
+
+
+def test_a_failed_call_without_updated_at_is_followed_from_its_creation() -> None:
+    now = T0 + 2 * DAY
+    emit = emit_filter(AgentBookmark(), now)  # retry horizon: 6 hours
+    window = Window(now - DAY, now)
+    assert emit.should_emit(call("young", now - 5 * HOUR, "no-answer"), window)
+    assert emit.should_emit(call("old", now - 7 * HOUR, "busy"), window)
+    assert emit.bookmark.pending == {
+        "young": {"created_at": "2026-01-02T19:00:00.000Z", "status": "no-answer"}
+    }
+    assert set(emit.bookmark.recent or {}) == {"old"}
+
+
+def test_a_final_call_put_back_by_a_retry_is_followed_again() -> None:
+    now = T0 + 2 * DAY
+    recent = {"r": {"created_at": "2026-01-02T23:00:00.000Z", "updated_at": "u1"}}
+    bookmark = AgentBookmark(now - 30 * MINUTE, now - 30 * MINUTE, recent=dict(recent))  # type: ignore[arg-type]
+    emit = emit_filter(bookmark, now)
+    record = {**call("r", now - HOUR, "scheduled"), "updated_at": "u2"}
+    assert emit.should_emit(record, Window(now - 2 * HOUR, now))
+    assert bookmark.recent == {}
+    assert bookmark.pending == {
+        "r": {"created_at": "2026-01-02T23:00:00.000Z", "status": "scheduled", "updated_at": "u2"}
+    }
+
+
+def test_calls_per_day_counts_each_new_call_once_on_its_utc_day() -> None:
+    now = T0 + 3 * DAY
+    bookmark = AgentBookmark(calls_per_day={"2026-01-02": 5})
+    emit = EmitFilter(bookmark, lower_bound=None, now=now, lookback=LOOKBACK)
+    window = Window(T0, now)
+    moments = [T0 + HOUR, T0 + 2 * HOUR, T0 + DAY - MS, T0 + DAY, T0 + 2 * DAY + HOUR]
+    for n, moment in enumerate(moments):
+        emit.should_emit(call(f"c{n}", moment), window)
+    emit.should_emit(call("c0", T0 + HOUR), window)  # the same call again: not counted
+    assert bookmark.calls_per_day == {"2026-01-01": 3, "2026-01-02": 6, "2026-01-03": 1}
+
+
+def test_calls_per_day_keeps_the_horizons_day_and_drops_older_ones() -> None:
+    now = T0 + 20 * DAY + 12 * HOUR  # horizon (14 days): 2026-01-07T12:00
+    per_day = {"2026-01-06": 1, "2026-01-07": 2, "2026-01-08": 3}
+    bookmark = AgentBookmark(now - HOUR, now - HOUR, calls_per_day=dict(per_day))
+    emit = emit_filter(bookmark, now)
+    emit.complete(Window(now - 2 * HOUR, now))
+    assert bookmark.calls_per_day == {"2026-01-07": 2, "2026-01-08": 3}
+
+
+def test_a_call_found_by_id_and_still_pending_stays_followed() -> None:
+    now = T0 + 2 * DAY
+    pending = {
+        "here": {"created_at": format_timestamp(T0), "status": "queued"},
+        "gone": {"created_at": format_timestamp(T0 + HOUR), "status": "queued"},
+    }
+    bookmark = AgentBookmark(now - HOUR, now - HOUR, dict(pending))  # type: ignore[arg-type]
+    emit = emit_filter(bookmark, now)
+    here = Window(T0, T0 + MS, recheck=True, call_id="here")
+    assert not emit.should_emit(call("here", T0, "queued"), here)
+    emit.complete(here)
+    gone = Window(T0 + HOUR, T0 + HOUR + MS, recheck=True, call_id="gone")
+    # Another call on the same millisecond, listed when the id was not found: not the one.
+    assert not emit.should_emit(call("neighbour", T0 + HOUR), gone)
+    emit.complete(gone)
+    assert emit.gone == ["gone"]
+    assert set(bookmark.pending) == {"here"}
+
+
+def test_a_recheck_past_the_bookmark_does_not_move_it() -> None:
+    # A later start_date: followed calls between the bookmark and it are re-checked.
+    now = T0 + 2 * DAY
+    synced = now - 10 * HOUR
+    pending = {"p": {"created_at": "2026-01-02T13:30:00.000Z", "status": "queued"}}
+    bookmark = AgentBookmark(synced, synced, dict(pending))  # type: ignore[arg-type]
+    emit = emit_filter(bookmark, now)
+    recheck = Window(now - 10.5 * HOUR, now - 5 * HOUR, recheck=True)
+    assert emit.should_emit({**call("p", now - 10.5 * HOUR), "updated_at": "u"}, recheck)
+    # The next sync starts at the floor the bookmark gives (11 hours ago), not this window's.
+    assert bookmark.recent == {"p": {"created_at": "2026-01-02T13:30:00.000Z", "updated_at": "u"}}
+    emit.complete(recheck)
+    assert bookmark.synced_through == synced
+    assert bookmark.newest_created_at == synced
+    assert set(bookmark.recent or {}) == {"p"}
+
+
+def test_the_floor_during_a_window_starts_at_the_newest_call_shown() -> None:
+    # Newest call 3 hours before the bookmark: the next sync starts there, so calls after it
+    # are remembered while the window is read, and calls before it are not.
+    now = T0 + 2 * DAY
+    synced = now - HOUR
+    recent = {"old": {"created_at": "2026-01-02T19:00:00.000Z", "updated_at": "u"}}
+    bookmark = AgentBookmark(synced, now - 4 * HOUR, recent=dict(recent))  # type: ignore[arg-type]
+    emit = emit_filter(bookmark, now)
+    window = Window(now - 6 * HOUR, now)
+    emit.should_emit({**call("old", now - 5 * HOUR), "updated_at": "u"}, window)
+    emit.should_emit({**call("kept", now - 3.5 * HOUR), "updated_at": "v"}, window)
+    assert bookmark.recent == {
+        "kept": {"created_at": "2026-01-02T20:30:00.000Z", "updated_at": "v"}
+    }
+
+
+def test_the_floor_follows_the_window_being_read() -> None:
+    now = T0 + 30 * DAY
+    emit = EmitFilter(AgentBookmark(), lower_bound=T0, now=now, lookback=LOOKBACK)
+    first, second = Window(T0, T0 + 7 * DAY), Window(T0 + 7 * DAY, T0 + 14 * DAY)
+    emit.should_emit(call("a", T0 + 7 * DAY - MINUTE), first)
+    # The next window's floor is its own end less the look-back, not the first window's.
+    emit.should_emit(call("b", T0 + 7 * DAY + MINUTE), second)
+    emit.should_emit(call("c", T0 + 14 * DAY - MINUTE), second)
+    assert set(emit.bookmark.recent or {}) == {"a", "c"}
+
+
+def test_a_call_on_a_shared_edge_is_emitted_once_even_if_it_changed_in_between() -> None:
+    first, second = Window(T0, T0 + DAY), Window(T0 + DAY, T0 + 2 * DAY)
+    emit = EmitFilter(AgentBookmark(), lower_bound=T0, now=T0 + 2 * DAY, lookback=LOOKBACK)
+    assert emit.should_emit({**call("edge", T0 + DAY, "ringing"), "updated_at": "u1"}, first)
+    emit.complete(first)
+    assert not emit.should_emit({**call("edge", T0 + DAY, "completed"), "updated_at": "u2"}, second)
+    assert (emit.new, emit.changed) == (1, 0)
+    emit.complete(second)
+    # The next sync finds it changed since it was emitted, and emits it then.
+    assert emit.bookmark.pending["edge"]["status"] == "ringing"
+
+
+def test_the_newest_call_is_the_newest_created_at_seen() -> None:
+    bookmark = AgentBookmark(T0 + DAY, T0 + DAY - HOUR)
+    emit = emit_filter(bookmark, T0 + 2 * DAY)
+    window = Window(T0 + DAY - 2 * HOUR, T0 + 2 * DAY)
+    for hours in (3, 1, 2):
+        emit.should_emit(call(f"c{hours}", T0 + DAY + hours * HOUR), window)
+    emit.complete(window)
+    assert bookmark.newest_created_at == T0 + DAY + 3 * HOUR
+    emit.complete(Window(T0 + 2 * DAY, T0 + 2 * DAY + MS))  # an empty window moves nothing
+    assert bookmark.newest_created_at == T0 + DAY + 3 * HOUR
