@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 
@@ -13,9 +14,12 @@ from tap_bolna.windows import (
     LookBack,
     SyncPlan,
     Window,
+    floor_to_api_precision,
     format_timestamp,
     forward_windows,
+    history_start,
     parse_timestamp,
+    plan_agent,
     plan_sync,
     recheck_windows,
     resume_from,
@@ -633,3 +637,189 @@ def test_the_newest_call_is_the_newest_created_at_seen() -> None:
     assert bookmark.newest_created_at == T0 + DAY + 3 * HOUR
     emit.complete(Window(T0 + 2 * DAY, T0 + 2 * DAY + MS))  # an empty window moves nothing
     assert bookmark.newest_created_at == T0 + DAY + 3 * HOUR
+
+
+# Timestamps: forms the stdlib does not read go through pendulum; the result is always UTC.
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Ordinal dates (day 1 of 2026): not read by datetime.fromisoformat.
+        ("2026-001T23:59:59.999999-02:00", dt.datetime(2026, 1, 2, 1, 59, 59, 999999, UTC)),
+        ("2026-001T05:30:00.250+05:30", dt.datetime(2026, 1, 1, 0, 0, 0, 250000, UTC)),
+        ("2026-001T00:00:00", dt.datetime(2026, 1, 1, tzinfo=UTC)),
+    ],
+)
+def test_other_iso_forms_parse_to_a_plain_utc_datetime(text: str, expected: dt.datetime) -> None:
+    parsed = parse_timestamp(text)
+    assert parsed == expected
+    assert type(parsed) is dt.datetime
+    assert parsed.tzinfo is dt.timezone.utc
+    assert (parsed.year, parsed.month, parsed.day) == (expected.year, expected.month, expected.day)
+    assert (parsed.hour, parsed.minute, parsed.second, parsed.microsecond) == (
+        expected.hour,
+        expected.minute,
+        expected.second,
+        expected.microsecond,
+    )
+
+
+def test_a_duration_is_not_a_timestamp() -> None:
+    with pytest.raises(TypeError, match=r"^'P1D' is a date or duration, not a timestamp$"):
+        parse_timestamp("P1D")
+
+
+@pytest.fixture
+def local_time_in_india(monkeypatch: pytest.MonkeyPatch):
+    # UTC+05:30: a conversion to local time instead of UTC shows in the fields.
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+@pytest.mark.usefixtures("local_time_in_india")
+def test_timestamps_are_utc_whatever_the_local_time() -> None:
+    parsed = parse_timestamp("2026-01-01T05:30:00+05:30")
+    assert (parsed.hour, parsed.minute, parsed.tzinfo) == (0, 0, dt.timezone.utc)
+    pendulum_form = parse_timestamp("2026-001T05:30:00+05:30")
+    assert (pendulum_form.hour, pendulum_form.minute, pendulum_form.tzinfo) == (0, 0, UTC)
+    india = dt.timezone(dt.timedelta(hours=5, minutes=30))
+    floored = floor_to_api_precision(dt.datetime(2026, 1, 1, 5, 30, tzinfo=india))
+    assert (floored.hour, floored.minute, floored.tzinfo) == (0, 0, UTC)
+
+
+@pytest.mark.parametrize(
+    ("microsecond", "floored"), [(0, 0), (999, 0), (1000, 1000), (123456, 123000), (999999, 999000)]
+)
+def test_moments_are_floored_to_whole_milliseconds(microsecond: int, floored: int) -> None:
+    moment = T0 + dt.timedelta(microseconds=microsecond)
+    assert floor_to_api_precision(moment) == T0 + dt.timedelta(microseconds=floored)
+
+
+# Where an agent's first sync starts, and the whole plan of one agent.
+
+
+@pytest.mark.parametrize(
+    ("start_date", "agent_created_at", "expected"),
+    [
+        # No created_at: start_date, else 730 days back (2026-03-01 - 730 days = 2024-03-01).
+        (None, None, (dt.datetime(2024, 3, 1, tzinfo=UTC), True)),
+        (T0, None, (T0, False)),
+        # created_at: a day before it, unless start_date is later.
+        (None, T0 + 10 * DAY, (T0 + 9 * DAY, False)),
+        (T0, T0 + 10 * DAY, (T0 + 9 * DAY, False)),
+        (T0 + 9 * DAY + HOUR, T0 + 10 * DAY, (T0 + 9 * DAY + HOUR, False)),
+    ],
+)
+def test_history_start(
+    start_date: dt.datetime | None,
+    agent_created_at: dt.datetime | None,
+    expected: tuple[dt.datetime, bool],
+) -> None:
+    now = dt.datetime(2026, 3, 1, tzinfo=UTC)
+    assert history_start(start_date=start_date, agent_created_at=agent_created_at, now=now) == (
+        expected
+    )
+
+
+def agent_plan(bookmark: AgentBookmark, **overrides):
+    options = {
+        "now": T0 + 20 * DAY,
+        "start_date": None,
+        "end_date": None,
+        "window_days": 7,
+        "page_size": 50,
+        "lookback": LOOKBACK,
+        "agent_created_at": T0,
+    }
+    options.update(overrides)
+    return plan_agent({"agent_id": "ag-1"}, bookmark, **options)
+
+
+def test_a_first_sync_walks_from_a_day_before_the_agent_was_created_to_now() -> None:
+    agent = agent_plan(AgentBookmark(), window_days=5)
+    assert agent.agent_id == "ag-1"
+    assert agent.context == {"agent_id": "ag-1"}
+    assert [(w.start, w.end) for w in agent.windows] == [
+        (T0 - DAY, T0 + 4 * DAY),
+        (T0 + 4 * DAY, T0 + 9 * DAY),
+        (T0 + 9 * DAY, T0 + 14 * DAY),
+        (T0 + 14 * DAY, T0 + 19 * DAY),
+        (T0 + 19 * DAY, T0 + 20 * DAY),
+    ]
+    assert agent.end == T0 + 20 * DAY
+    assert agent.lower_bound is None
+    assert agent.expired_pending == {}
+    assert agent.history_assumed is False
+
+
+def test_start_and_end_dates_bound_the_walk() -> None:
+    agent = agent_plan(AgentBookmark(), start_date=T0 + 5 * DAY, end_date=T0 + 8 * DAY)
+    assert [(w.start, w.end) for w in agent.windows] == [(T0 + 5 * DAY, T0 + 8 * DAY)]
+    assert (agent.lower_bound, agent.end) == (T0 + 5 * DAY, T0 + 8 * DAY)
+    # An end_date after now: the walk still ends now.
+    later = agent_plan(AgentBookmark(), start_date=T0 + 18 * DAY, end_date=T0 + 30 * DAY)
+    assert [(w.start, w.end) for w in later.windows] == [(T0 + 18 * DAY, T0 + 20 * DAY)]
+    assert later.end == T0 + 20 * DAY
+
+
+def test_an_agent_without_created_at_is_assumed_old_on_its_first_sync_only() -> None:
+    now = dt.datetime(2026, 3, 1, tzinfo=UTC)
+    first = agent_plan(AgentBookmark(), now=now, agent_created_at=None, window_days=7)
+    assert first.history_assumed is True
+    assert first.windows[0].start == dt.datetime(2024, 3, 1, tzinfo=UTC)
+    assert first.windows[-1].end == now
+    synced = AgentBookmark(now - HOUR, now - HOUR)
+    again = agent_plan(synced, now=now, agent_created_at=None)
+    assert again.history_assumed is False
+    assert [(w.start, w.end) for w in again.windows] == [(now - 2 * HOUR, now)]
+    dated = agent_plan(AgentBookmark(), now=now, agent_created_at=None, start_date=T0)
+    assert dated.history_assumed is False
+
+
+def test_an_agent_plan_drops_pending_calls_past_the_horizon_and_rechecks_the_others() -> None:
+    now = T0 + 20 * DAY  # horizon (14 days): T0 + 6 days
+    pending = {
+        "expired": {"created_at": "2026-01-06T23:59:59.999Z", "status": "queued"},
+        "kept": {"created_at": "2026-01-07T00:00:00.000Z", "status": "queued"},
+        "near": {"created_at": "2026-01-08T00:00:00.000Z", "status": "ringing"},
+    }
+    bookmark = AgentBookmark(now - HOUR, now - HOUR, dict(pending))  # type: ignore[arg-type]
+    agent = agent_plan(bookmark, now=now, lookback=LookBack(60, 14), page_size=50)
+    assert agent.expired_pending == {"expired": pending["expired"]}
+    assert set(bookmark.pending) == {"kept", "near"}
+    assert agent.bookmark is bookmark
+    # Nothing is known of the calls between them: one window reads both.
+    assert [(w.start, w.end, w.recheck, w.call_id) for w in agent.windows] == [
+        (T0 + 6 * DAY, T0 + 7 * DAY + MS, True, None),
+        (now - 2 * HOUR, now, False, None),
+    ]
+
+
+def test_an_agent_plan_passes_its_page_size_and_width_to_the_rechecks() -> None:
+    now = T0 + 20 * DAY
+    pending = {
+        "a": {"created_at": "2026-01-08T00:00:00.000Z", "status": "queued"},
+        "b": {"created_at": "2026-01-08T06:00:00.000Z", "status": "queued"},
+    }
+    # 40 calls a day: 10 between the two, under a page of 50 but over a page of 5.
+    bookmark = AgentBookmark(
+        now - HOUR, now - HOUR, dict(pending), calls_per_day={"2026-01-08": 40}
+    )  # type: ignore[arg-type]
+    wide = agent_plan(bookmark, now=now, page_size=50)
+    assert [(w.start, w.call_id) for w in wide.windows[:-1]] == [(T0 + 7 * DAY, None)]
+    narrow = agent_plan(bookmark, now=now, page_size=5)
+    assert [(w.start, w.call_id) for w in narrow.windows[:-1]] == [
+        (T0 + 7 * DAY, "a"),
+        (T0 + 7 * DAY + 6 * HOUR, "b"),
+    ]
+    # Two days apart: one window of up to 7 days reads both, windows of 1 day cannot.
+    bookmark.pending["b"]["created_at"] = "2026-01-10T00:00:00.000Z"
+    assert [w.call_id for w in agent_plan(bookmark, now=now, window_days=7).windows] == [None, None]
+    assert [w.call_id for w in agent_plan(bookmark, now=now, window_days=1).windows[:-1]] == [
+        "a",
+        "b",
+    ]
