@@ -14,6 +14,7 @@ from tap_bolna.windows import (
     LookBack,
     SyncPlan,
     Window,
+    estimated_calls,
     floor_to_api_precision,
     format_timestamp,
     forward_windows,
@@ -823,3 +824,108 @@ def test_an_agent_plan_passes_its_page_size_and_width_to_the_rechecks() -> None:
         "a",
         "b",
     ]
+
+
+# Pricing the re-checks: calls per day, spread evenly over the day.
+
+
+def test_estimated_calls_spread_each_days_count_over_the_day() -> None:
+    per_day = {"2026-01-01": 96, "2026-01-03": 48}  # none seen on 2026-01-02
+    assert estimated_calls(per_day, T0, T0 + 6 * HOUR) == 24.0
+    # 18:00 on the 1st to 12:00 on the 3rd: 24 + 0 + 24.
+    assert estimated_calls(per_day, T0 + 18 * HOUR, T0 + 2 * DAY + 12 * HOUR) == 48.0
+    assert estimated_calls(per_day, T0 + DAY, T0 + 2 * DAY) == 0.0
+    assert estimated_calls(per_day, T0 + HOUR, T0 + HOUR) == 0.0
+    assert estimated_calls(per_day, T0 + 2 * HOUR, T0 + HOUR) == 0.0
+    assert estimated_calls({}, T0, T0 + DAY) == 0.0
+
+
+def test_rechecks_go_in_time_order_whatever_the_ids() -> None:
+    # Ids in the opposite order of their calls. Two calls on one millisecond of a day of 60
+    # calls a millisecond: two pages for that millisecond, so by id, in the order of the ids.
+    followed = {"z": T0, "y": T0 + 3 * DAY, "x": T0 + 3 * DAY, "a": T0 + 5 * DAY}
+    busy = {"2026-01-01": 10_000, "2026-01-04": 60 * 86_400_000, "2026-01-06": 10_000}
+    windows = list(recheck_windows(followed, 7 * DAY, calls_per_day=busy))
+    assert [(w.start, w.call_id) for w in windows] == [
+        (T0, "z"),
+        (T0 + 3 * DAY, "x"),
+        (T0 + 3 * DAY, "y"),
+        (T0 + 5 * DAY, "a"),
+    ]
+
+
+def test_a_gap_of_exactly_a_page_splits_the_rechecks() -> None:
+    # 100 calls on 2026-01-01: 50 (a page of the default size) between 00:00 and 12:00.
+    followed = {"a": T0, "b": T0 + 12 * HOUR, "c": T0 + 12 * HOUR + MINUTE}
+    per_day = {"2026-01-01": 100}
+    expected = [(T0, T0 + MS, "a"), (T0 + 12 * HOUR, T0 + 12 * HOUR + MINUTE + MS, None)]
+    windows = list(recheck_windows(followed, 7 * DAY, calls_per_day=per_day))
+    assert [(w.start, w.end, w.call_id) for w in windows] == expected
+    bookmark = AgentBookmark(
+        T0 + 3 * DAY,
+        T0 + 3 * DAY,
+        {
+            call_id: {"created_at": format_timestamp(m), "status": "queued"}
+            for call_id, m in followed.items()
+        },  # type: ignore[misc]
+        calls_per_day=per_day,
+    )
+    planned = plan(bookmark, now=T0 + 3 * DAY)
+    assert [(w.start, w.end, w.call_id) for w in planned.windows[:-1]] == expected
+
+
+def test_a_group_that_takes_two_pages_is_read_by_id() -> None:
+    # Three calls a millisecond: 48 calls between the two (one page), 51 through the last
+    # one's millisecond (two pages), so two requests by id are cheaper.
+    followed = {"a": T0, "b": T0 + 16 * MS}
+    per_day = {"2026-01-01": 3 * 86_400_000}
+    windows = list(recheck_windows(followed, 7 * DAY, calls_per_day=per_day))
+    assert [w.call_id for w in windows] == ["a", "b"]
+
+
+def test_plan_rechecks_pending_calls_with_the_calls_seen_per_day() -> None:
+    now = T0 + 10 * DAY
+    pending = {
+        "a": {"created_at": "2026-01-02T00:00:00.000Z", "status": "queued"},
+        "b": {"created_at": "2026-01-02T02:00:00.000Z", "status": "queued"},
+    }
+    # 1,200 calls a day: 100 between the two, two pages; by id is cheaper.
+    bookmark = AgentBookmark(
+        now - HOUR, now - HOUR, dict(pending), calls_per_day={"2026-01-02": 1200}
+    )  # type: ignore[arg-type]
+    assert [w.call_id for w in plan(bookmark, now=now).windows[:-1]] == ["a", "b"]
+    bookmark.calls_per_day = {}
+    assert [w.call_id for w in plan(bookmark, now=now).windows[:-1]] == [None]
+
+
+def test_a_pending_call_on_the_walks_start_is_read_by_the_walk() -> None:
+    now = T0 + 10 * DAY
+    start = now - 2 * HOUR  # an hour before the bookmark
+    pending = {"edge": {"created_at": format_timestamp(start), "status": "queued"}}
+    bookmark = AgentBookmark(now - HOUR, now - HOUR, dict(pending))  # type: ignore[arg-type]
+    planned = plan(bookmark, now=now)
+    assert [(w.start, w.end, w.recheck) for w in planned.windows] == [(start, now, False)]
+
+
+def test_an_earlier_start_date_does_not_move_a_bookmark_back() -> None:
+    now = T0 + 12 * DAY
+    planned = plan(AgentBookmark(now - HOUR, now - HOUR), now=now, first=T0)
+    assert planned.start == now - 2 * HOUR
+    assert [(w.start, w.end) for w in planned.windows] == [(now - 2 * HOUR, now)]
+    fresh = plan(AgentBookmark(), now=now, first=now - 3 * DAY)
+    assert [(w.start, w.end) for w in fresh.windows] == [(now - 3 * DAY, now)]
+
+
+def test_a_failed_call_is_let_go_exactly_at_the_retry_horizon() -> None:
+    now = T0 + 2 * DAY
+    lookback = LookBack(retry_hours=6)
+    assert lookback.retry_open(now - 6 * HOUR + MS, now)
+    assert not lookback.retry_open(now - 6 * HOUR, now)
+
+
+def test_calls_per_day_survive_the_state() -> None:
+    state: dict = {}
+    AgentBookmark(T0 + DAY, T0, calls_per_day={"2026-01-01": 7}).write_to(state)
+    assert state["calls_per_day"] == {"2026-01-01": 7}
+    assert AgentBookmark.from_state(state).calls_per_day == {"2026-01-01": 7}
+    assert AgentBookmark.from_state({**state, "calls_per_day": [7]}).calls_per_day == {}
