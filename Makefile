@@ -8,7 +8,7 @@ UV = $(or $(shell command -v uv 2>/dev/null),$(CURDIR)/.tools/bin/uv)
 # Compiled .pyc files make every meltano/tap start-up ~2.5x faster; plugin venvs get them too.
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: help bootstrap install demo test unit-pythons e2e lint hub-definition clean
+.PHONY: help bootstrap install demo test unit-pythons e2e lint mutation hub-definition clean
 
 help:  ## List the targets
 	@grep -E '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -67,9 +67,14 @@ lint: bootstrap  ## ruff and mypy (the tap, and the HTTP endpoint in api/)
 	$(UV) run mypy tap_bolna
 	$(UV) run mypy api/bolna_api
 
+# Not part of `make test`: it takes minutes of both cores. mutmut keeps its copy in mutants/.
+mutation: bootstrap  ## Mutation testing of the rule modules against the unit tests (mutmut)
+	$(UV) run --locked --group mutation mutmut run
+	$(UV) run --locked --group mutation mutmut results
+
 hub-definition: bootstrap  ## Regenerate meltano-hub/tap-bolna.yml from tap-bolna --about (after a settings change)
 	$(UV) sync --locked
 	$(UV) run python scripts/hub_definition.py
 
-clean:  ## Remove Meltano's plugin venvs/state, demo output, caches, dist/ and the .venv-py3.X test envs
-	rm -rf .meltano output .pytest_cache .ruff_cache .mypy_cache dist .venv-py3.*
+clean:  ## Remove Meltano's plugin venvs/state, mutmut's mutants/, demo output, caches, dist/ and the .venv-py3.X test envs
+	rm -rf .meltano mutants output .pytest_cache .ruff_cache .mypy_cache dist .venv-py3.*

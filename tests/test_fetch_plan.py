@@ -14,14 +14,19 @@ import typing as t
 
 import pytest
 
+import tap_bolna.fetch_plan as fetch_plan_module
 from tap_bolna.fetch_plan import (
     MAX_READS_PER_WINDOW,
     PAGES_AHEAD_PER_WORKER,
+    AgentFetches,
+    CancelledFetchLogFilter,
+    FetchCancelledError,
     FetchPlan,
     Page,
     WindowJob,
+    raise_if_cancelled,
 )
-from tap_bolna.windows import Window
+from tap_bolna.windows import AgentBookmark, AgentSync, Window
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 PAGE_SIZE = 3
@@ -257,3 +262,155 @@ def test_has_more_on_an_empty_page_past_the_end_stops_the_window(workers: int) -
         plan.close()
     assert sorted(set(ids)) == sorted(r["id"] for r in source.rows[key(window)])
     assert read.pages <= MAX_READS_PER_WINDOW * 3, "a lying has_more must not page forever"
+
+
+# A worker of a closed plan: it sends nothing more, and says nothing more.
+
+
+def in_a_worker_thread(cancelled: threading.Event | None, action: t.Callable[[], object]):
+    """Run `action` in a thread that works (or not, with None) for a plan with this flag."""
+    outcome: list[object] = []
+
+    def work() -> None:
+        if cancelled is not None:
+            fetch_plan_module._worker.cancelled = cancelled
+        try:
+            outcome.append(action())
+        except FetchCancelledError as exc:
+            outcome.append(exc)
+
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    return outcome[0]
+
+
+def log_record() -> logging.LogRecord:
+    return logging.LogRecord("tap_bolna", logging.WARNING, __file__, 1, "retrying", (), None)
+
+
+def test_a_worker_of_a_closed_plan_stops_before_its_next_request() -> None:
+    flag = threading.Event()
+    assert in_a_worker_thread(None, raise_if_cancelled) is None, "not a worker: goes on"
+    assert in_a_worker_thread(flag, raise_if_cancelled) is None, "plan still open: goes on"
+    flag.set()
+    assert isinstance(in_a_worker_thread(flag, raise_if_cancelled), FetchCancelledError)
+
+
+def test_the_log_lines_of_a_closed_plans_workers_are_dropped() -> None:
+    keep = CancelledFetchLogFilter().filter
+    flag = threading.Event()
+    assert keep(log_record()) is True, "the consumer's own lines"
+    assert in_a_worker_thread(None, lambda: keep(log_record())) is True
+    assert in_a_worker_thread(flag, lambda: keep(log_record())) is True
+    flag.set()
+    assert in_a_worker_thread(flag, lambda: keep(log_record())) is False
+
+
+# AgentFetches: every announced agent planned once, in order, its windows read in order.
+
+
+class Agents:
+    """plan_agent and new_plan for AgentFetches, counting what they are asked for."""
+
+    def __init__(self, days: dict[str, list[int]], workers: int = 1) -> None:
+        self.days = days
+        self.workers = workers
+        self.planned: list[str] = []
+        self.fail_once: set[str] = set()
+        self.plans: list[FetchPlan] = []
+        self.source = Source([(job(a, d), PAGE_SIZE + 1) for a, ds in days.items() for d in ds])
+
+    def plan_agent(self, context: dict) -> AgentSync:
+        agent_id = context["agent_id"]
+        self.planned.append(agent_id)
+        if agent_id in self.fail_once:
+            self.fail_once.discard(agent_id)
+            msg = f"cannot plan {agent_id}"
+            raise RuntimeError(msg)
+        windows = [job(agent_id, day).window for day in self.days[agent_id]]
+        return AgentSync(context, AgentBookmark(), windows, None, windows[-1].end)
+
+    def new_plan(self, jobs: t.Iterator[WindowJob]) -> FetchPlan:
+        plan = new_plan(list(jobs), self.source, self.workers)  # type: ignore[arg-type]
+        self.plans.append(plan)
+        return plan
+
+
+def sync(fetches: AgentFetches, agent_id: str) -> list[tuple[Window, list[str]]]:
+    agent = fetches.agent({"agent_id": agent_id})
+    return [(window, [r["id"] for r in read.records()]) for window, read in fetches.reads(agent)]
+
+
+def ids(agent_id: str, day: int) -> list[str]:
+    return [f"{agent_id}-{day + 1}-{n}" for n in range(PAGE_SIZE + 1)]
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_announced_agents_share_one_plan_and_are_planned_once_each(workers: int) -> None:
+    agents = Agents({"a": [0, 1], "b": [2]}, workers)
+    fetches = AgentFetches(agents.plan_agent, agents.new_plan)
+    fetches.announce([{"agent_id": "a"}, {"agent_id": "b"}])
+    try:
+        assert sync(fetches, "a") == [
+            (job("a", 0).window, ids("a", 0)),
+            (job("a", 1).window, ids("a", 1)),
+        ]
+        assert sync(fetches, "b") == [(job("b", 2).window, ids("b", 2))]
+        assert agents.planned == ["a", "b"]
+        assert len(agents.plans) == 1
+        assert not agents.plans[0]._cancelled.is_set(), "the shared plan lives on"
+    finally:
+        fetches.close()
+    assert agents.plans[0]._cancelled.is_set()
+    fetches.close()  # twice: nothing left to close
+
+
+def test_an_agent_is_planned_again_by_the_next_sync() -> None:
+    agents = Agents({"a": [0]})
+    fetches = AgentFetches(agents.plan_agent, agents.new_plan)
+    fetches.announce([{"agent_id": "a"}])
+    first = fetches.agent({"agent_id": "a"})
+    assert fetches.agent({"agent_id": "a"}) is first
+    assert sync(fetches, "a") == [(job("a", 0).window, ids("a", 0))]
+    shared = agents.plans[0]
+    fetches.announce([{"agent_id": "a"}])
+    assert shared._cancelled.is_set(), "a new sync closes the last one's plan"
+    assert sync(fetches, "a") == [(job("a", 0).window, ids("a", 0))]
+    assert agents.planned == ["a", "a"]
+    assert len(agents.plans) == 2
+    fetches.close()
+
+
+def test_an_agent_never_announced_gets_a_plan_of_its_own_closed_after_it() -> None:
+    agents = Agents({"a": [0], "x": [3, 4]})
+    fetches = AgentFetches(agents.plan_agent, agents.new_plan)
+    fetches.announce([{"agent_id": "a"}])
+    assert sync(fetches, "x") == [
+        (job("x", 3).window, ids("x", 3)),
+        (job("x", 4).window, ids("x", 4)),
+    ]
+    assert len(agents.plans) == 1
+    assert agents.plans[0]._cancelled.is_set()
+    assert sync(fetches, "a") == [(job("a", 0).window, ids("a", 0))]
+    assert len(agents.plans) == 2
+    assert not agents.plans[1]._cancelled.is_set()
+    fetches.close()
+
+
+def test_an_agent_that_cannot_be_planned_ahead_is_planned_again_when_its_turn_comes() -> None:
+    agents = Agents({"a": [0], "b": [1], "c": [2]}, workers=3)
+    agents.fail_once.add("b")
+    fetches = AgentFetches(agents.plan_agent, agents.new_plan)
+    fetches.announce([{"agent_id": "a"}, {"agent_id": "b"}, {"agent_id": "c"}])
+    try:
+        assert sync(fetches, "a") == [(job("a", 0).window, ids("a", 0))]
+        assert agents.planned == ["a", "b"], "planning ahead stopped at b"
+        assert sync(fetches, "b") == [(job("b", 1).window, ids("b", 1))]
+        assert sync(fetches, "c") == [(job("c", 2).window, ids("c", 2))]
+        assert agents.planned == ["a", "b", "b", "c"]
+        # b and c are read through plans of their own, closed when they are done.
+        assert len(agents.plans) == 3
+        assert [plan._cancelled.is_set() for plan in agents.plans[1:]] == [True, True]
+    finally:
+        fetches.close()

@@ -24,6 +24,7 @@ from tap_bolna.limits import (
     SUCCESSES_PER_PACE_STEP,
     SUCCESSES_PER_RAISE,
     AdaptiveConcurrency,
+    Pacing,
     RequestPacer,
     route_group,
 )
@@ -284,3 +285,207 @@ def test_no_more_requests_than_the_limit_are_in_flight() -> None:
     assert third_started.wait(1)
     waiter.join()
     pool.release(second, throttled=False)
+
+
+# The figures below are worked out by hand from the rules in the module docstrings (a 429
+# lowers the pace to 80 %, 20 successes raise it by 2 %, pauses of 1 s doubled up to 60 s,
+# 16 successes per request in flight before one more), not read from its constants.
+
+
+def steady_jitter() -> float:
+    return 0.5  # the middle of 0..1: every pause is exactly its nominal length
+
+
+def test_pauses_double_while_requests_sent_after_the_pause_are_refused() -> None:
+    clock = VirtualClock()
+    pace = RequestPacer(60, clock=clock.clock, sleep=clock.sleep, jitter=steady_jitter)
+    pauses = []
+    for _ in range(8):
+        sent = pace.wait()
+        pauses.append(pace.refused_after(sent, None))
+    assert pauses == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    assert (pace.refused, pace.slowed) == (8, 1)
+
+
+def test_a_request_sent_on_the_moment_the_refusals_began_counts_as_sent_after() -> None:
+    clock = VirtualClock()
+    pace = RequestPacer(60, clock=clock.clock, sleep=clock.sleep, jitter=steady_jitter)
+    assert pace.refused_after(0.0, None) == 1.0  # the run of refusals begins at 0
+    assert pace.refused_after(0.0, None) == 2.0, "refused again: the pause doubles"
+    assert pace.refused == 2
+
+
+def test_a_success_sent_on_the_moment_the_refusals_began_ends_them() -> None:
+    clock = VirtualClock()
+    pace = RequestPacer(300, clock=clock.clock, sleep=clock.sleep, jitter=steady_jitter)
+    pace.refused_after(0.0, None)
+    pace.succeeded(0.0)
+    # A new run of refusals: the pace drops again, and the pause starts again at 1 s.
+    assert pace.refused_after(pace.wait(), None) == 1.0
+    assert (pace.pace, pace.slowed, pace.refused) == (pytest.approx(192.0), 2, 2)
+
+
+def test_the_pace_steps_up_after_each_20_successes() -> None:
+    clock = VirtualClock()
+    pace = RequestPacer(300, clock=clock.clock, sleep=clock.sleep, jitter=steady_jitter)
+    pace.refused_after(pace.wait(), None)
+    assert pace.pace == pytest.approx(240.0)
+    steps = []
+    for _ in range(60):
+        pace.succeeded(pace.wait())
+        steps.append(pace.pace)
+    assert steps[18] == pytest.approx(240.0)
+    assert steps[19] == pytest.approx(244.8)
+    assert steps[38] == pytest.approx(244.8)
+    assert steps[39] == pytest.approx(249.696)
+    assert steps[59] == pytest.approx(254.68992)
+
+
+def test_an_idle_pacer_sends_at_once() -> None:
+    clock = VirtualClock()
+    pace = RequestPacer(60, clock=clock.clock, sleep=clock.sleep, jitter=steady_jitter)
+    assert pace.wait() == 0.0
+    clock.now = 10.0  # idle for 10 s: its next slot (1 s) is long past
+    assert pace.wait() == 10.0
+    assert pace.wait() == 11.0
+    assert clock.sleeps == [1.0]
+
+
+def test_the_slow_down_line_names_the_route_group_and_the_figures(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock = VirtualClock()
+    pace = RequestPacer(300, name="other", clock=clock.clock, sleep=clock.sleep)
+    default = RequestPacer(100, clock=clock.clock, sleep=clock.sleep)
+    assert (pace.name, default.name) == ("other", "executions")
+    with caplog.at_level(logging.WARNING):
+        pace.refused_after(pace.wait(), None)
+        default.refused_after(default.wait(), None)
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        (
+            "tap_bolna.limits",
+            (
+                "Bolna answered HTTP 429 on the other routes: slowing from 300 to 240 requests a "
+                "minute (back up slowly, at most 300, the setting)."
+            ),
+        ),
+        (
+            "tap_bolna.limits",
+            (
+                "Bolna answered HTTP 429 on the executions routes: slowing from 100 to 80 requests "
+                "a minute (back up slowly, at most 100, the setting)."
+            ),
+        ),
+    ]
+
+
+def test_the_default_sleep_is_time_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr("time.sleep", slept.append)
+    clock = VirtualClock()
+    pace = RequestPacer(120, clock=clock.clock)
+    pace.wait()
+    pace.wait()
+    assert slept == [0.5]
+
+
+def test_each_route_group_has_its_own_pacer_with_the_options_given() -> None:
+    clock = VirtualClock()
+    logger = logging.getLogger("pacing-test")
+    pacing = Pacing(
+        {"executions": 120, "other": 240},
+        logger=logger,
+        clock=clock.clock,
+        sleep=clock.sleep,
+        jitter=steady_jitter,
+    )
+    executions = pacing.for_path("/v2/agent/a1/executions")
+    other = pacing.for_path("/batches/b1")
+    assert executions is pacing.pacers["executions"]
+    assert other is pacing.pacers["other"]
+    assert (executions.name, executions.maximum, other.name, other.maximum) == (
+        "executions",
+        120.0,
+        "other",
+        240.0,
+    )
+    assert executions._logger is logger
+    # One clock: the second executions request waits 0.5 s (120 a minute), then the other
+    # routes send at once and 0.25 s later (240 a minute).
+    assert [executions.wait(), executions.wait(), other.wait(), other.wait()] == [0, 0.5, 0.5, 0.75]
+    assert executions.refused_after(0.5, None) == 1.0, "the steady jitter was handed on"
+
+
+def test_the_pool_counts_each_lowering_and_goes_down_to_one(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    pool = AdaptiveConcurrency(4)
+    full_speed(pool)
+    assert pool.throttled == 0
+    with caplog.at_level(logging.WARNING):
+        for expected in (2, 1, 1):
+            pool.release(pool.acquire(), throttled=True)
+            assert pool.limit == expected
+    assert pool.throttled == 2, "the limit of 1 cannot go lower: not counted"
+    assert [(r.name, r.getMessage()) for r in caplog.records] == [
+        (
+            "tap_bolna.limits",
+            (
+                "Bolna answered HTTP 429: lowering requests in flight from 4 to 2 "
+                "(raised again by one after 32 successful requests)."
+            ),
+        ),
+        (
+            "tap_bolna.limits",
+            (
+                "Bolna answered HTTP 429: lowering requests in flight from 2 to 1 "
+                "(raised again by one after 16 successful requests)."
+            ),
+        ),
+    ]
+
+
+def test_a_request_sent_before_the_second_lowering_does_not_lower_again() -> None:
+    pool = AdaptiveConcurrency(8)
+    full_speed(pool)
+    first = pool.acquire()
+    pool.release(first, throttled=True)  # 8 -> 4
+    early = pool.acquire()  # sent at 4 in flight
+    pool.release(pool.acquire(), throttled=True)  # 4 -> 2
+    pool.release(early, throttled=True)
+    assert pool.limit == 2
+
+
+def test_after_a_429_each_step_up_takes_16_successes_per_request_in_flight() -> None:
+    pool = AdaptiveConcurrency(4)
+    full_speed(pool)
+    pool.release(pool.acquire(), throttled=True)  # 4 -> 2
+    for _ in range(31):
+        pool.release(pool.acquire(), throttled=False)
+    assert pool.limit == 2
+    pool.release(pool.acquire(), throttled=False)
+    assert pool.limit == 3
+    for _ in range(47):
+        pool.release(pool.acquire(), throttled=False)
+    assert pool.limit == 3
+    pool.release(pool.acquire(), throttled=False)
+    assert pool.limit == 4
+
+
+def test_a_released_slot_frees_exactly_one() -> None:
+    pool = AdaptiveConcurrency(2)
+    first, _second = pool.acquire(), pool.acquire()
+    pool.release(first, throttled=False)
+    pool.acquire()
+    fourth_started = threading.Event()
+
+    def fourth() -> None:
+        pool.acquire()
+        fourth_started.set()
+
+    waiter = threading.Thread(target=fourth, daemon=True)
+    waiter.start()
+    assert not fourth_started.wait(0.2), "two in flight already: the fourth waits"
+    pool.release(0, throttled=False)
+    assert fourth_started.wait(5)
+    waiter.join()
