@@ -292,6 +292,7 @@ class BolnaStream(RESTStream):
             try:
                 if pacer is not None:
                     sent_at = pacer.wait()  # every attempt, retries included, takes a turn
+                raise_if_cancelled()  # the plan may have closed while this waited its turn
                 response = func(*args, **kwargs)
             except RetriableAPIError as exc:
                 refused = exc.response

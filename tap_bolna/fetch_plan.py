@@ -189,9 +189,10 @@ class FetchPlan:
         self._order = itertools.count()  # tie-breaker: the queue never compares window states
         self._exhausted = False
         self._outstanding = 0  # pages submitted and not yet consumed or dropped
-        # The first window (in order) whose fetch failed: the consumer stops there, so
-        # nothing after it is worth a request (or its retries).
-        self._failed_at: int | None = None
+        # The first page (window in order, page) whose fetch failed: the consumer stops
+        # there, so nothing after it is worth a request (or its retries), in its window or
+        # in later ones.
+        self._failed_at: tuple[int, int] | None = None
         self._cancelled = threading.Event()
         self._tasks: queue.PriorityQueue[tuple[tuple[float, ...], int, t.Any]] = (
             queue.PriorityQueue()
@@ -279,7 +280,7 @@ class FetchPlan:
         """The consumer is done with a window (or skips it): forget it, drop what is left."""
         with self._condition:
             state.cancelled = True
-            if self._failed_at == state.sequence:
+            if self._failed_at is not None and self._failed_at[0] == state.sequence:
                 self._failed_at = None  # a skipped window failed: the rest is needed after all
             self._drop_results(state)
             if self._ahead and self._ahead[0] is state:
@@ -335,7 +336,7 @@ class FetchPlan:
         """
         sizes_known = True
         for position, state in enumerate(self._ahead):
-            if self._failed_at is not None and state.sequence >= self._failed_at:
+            if self._failed_at is not None and state.sequence >= self._failed_at[0]:
                 return  # the consumer stops at the failed page: nothing after it is needed
             budget = self._budget if position == 0 else self._budget - len(self._workers)
             wanted = state.needed_through if sizes_known else min(state.needed_through, 1)
@@ -368,7 +369,7 @@ class FetchPlan:
                 stale = (
                     state.cancelled
                     or read != state.read
-                    or (self._failed_at is not None and state.sequence > self._failed_at)
+                    or (self._failed_at is not None and (state.sequence, page) > self._failed_at)
                 )
                 if stale:
                     self._outstanding -= 1
@@ -384,8 +385,8 @@ class FetchPlan:
                 if state.cancelled or read != state.read:
                     self._outstanding -= 1
                 elif isinstance(result, BaseException):
-                    if self._failed_at is None or state.sequence < self._failed_at:
-                        self._failed_at = state.sequence
+                    if self._failed_at is None or (state.sequence, page) < self._failed_at:
+                        self._failed_at = (state.sequence, page)
                     state.results[read, page] = result
                 else:
                     state.results[read, page] = result

@@ -229,6 +229,25 @@ def test_after_a_failure_nothing_later_is_fetched() -> None:
         plan.close()
 
 
+def test_after_a_failed_page_the_later_pages_of_its_window_are_not_fetched() -> None:
+    # Page 1 tells the window's size, so pages 2 on are queued (up to the budget); page 2
+    # fails at once while page 3 is slow: the pages queued after them are never sent, since
+    # the consumer stops at page 2.
+    window = job("a", 0)
+    source = Source([(window, 20 * PAGE_SIZE)])
+    source.fail.add((key(window), 2))
+    source.before[key(window), 3] = lambda: time.sleep(0.05)
+    plan = new_plan([window], source, workers=2)
+    try:
+        read = plan.next_window(lambda _j: True)
+        with pytest.raises(ValueError, match="page 2 failed"):
+            list(read.records())
+        time.sleep(0.2)
+        assert {page for _window, page in source.fetched} <= {1, 2, 3}
+    finally:
+        plan.close()
+
+
 def test_closing_the_plan_stops_the_workers() -> None:
     jobs = [job("a", day) for day in range(20)]
     source = Source([(j, 10 * PAGE_SIZE) for j in jobs], delay=0.01)
