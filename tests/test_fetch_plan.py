@@ -16,8 +16,6 @@ import pytest
 
 import tap_bolna.fetch_plan as fetch_plan_module
 from tap_bolna.fetch_plan import (
-    MAX_READS_PER_WINDOW,
-    PAGES_AHEAD_PER_WORKER,
     AgentFetches,
     CancelledFetchLogFilter,
     FetchCancelledError,
@@ -31,6 +29,10 @@ from tap_bolna.windows import AgentBookmark, AgentSync, Window
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
 PAGE_SIZE = 3
 LOGGER = logging.getLogger("test-fetch-plan")
+# The documented rules (module docstring of tap_bolna.fetch_plan), written out rather than
+# imported, so that a changed constant fails these tests instead of moving them.
+PAGES_AHEAD_PER_WORKER = 4
+MAX_READS_PER_WINDOW = 3
 
 
 def key(window: WindowJob) -> tuple[str, Window]:

@@ -15,19 +15,17 @@ from dataclasses import dataclass
 
 import pytest
 
-from tap_bolna.limits import (
-    EXECUTIONS_ROUTES,
-    FIRST_PAUSE_SECONDS,
-    OTHER_ROUTES,
-    PACE_DECREASE,
-    STARTING_LIMIT,
-    SUCCESSES_PER_PACE_STEP,
-    SUCCESSES_PER_RAISE,
-    AdaptiveConcurrency,
-    Pacing,
-    RequestPacer,
-    route_group,
-)
+from tap_bolna.limits import AdaptiveConcurrency, Pacing, RequestPacer, route_group
+
+# The documented rules (docs/incremental-sync.md, "Pace"), written out here rather than read
+# from tap_bolna.limits, so that a changed constant fails these tests instead of moving them.
+EXECUTIONS_ROUTES = "executions"  # /v2/agent/... and /call: Bolna's 500-a-minute group
+OTHER_ROUTES = "other"  # every other route: the 1,000-a-minute group
+PACE_DECREASE = 0.8  # a 429 slows the pace to 80 % of itself
+FIRST_PAUSE_SECONDS = 1.0  # the first pause without Retry-After: 1 s, jittered 0.5-1.5 s
+SUCCESSES_PER_PACE_STEP = 20  # successes in a row per 2 % step back up
+STARTING_LIMIT = 2  # requests in flight before the first success
+SUCCESSES_PER_RAISE = 16  # after a 429: one more in flight per 16 x the limit successes
 
 
 class VirtualClock:
