@@ -21,9 +21,27 @@ import typing as t
 import pendulum
 import pytest
 
-from tap_bolna.fetch_plan import FetchPlan, Page, WindowJob
+from tap_bolna.fetch_plan import (
+    AgentFetches,
+    FetchCancelledError,
+    FetchPlan,
+    Page,
+    WindowJob,
+    raise_if_cancelled,
+)
 from tap_bolna.windows import parse_timestamp
-from tests.test_fetch_plan import LOGGER, PAGE_SIZE, Source, job, key, new_plan, read_all
+from tests.test_fetch_plan import (
+    LOGGER,
+    PAGE_SIZE,
+    Agents,
+    Source,
+    job,
+    key,
+    new_plan,
+    read_all,
+    sync,
+)
+from tests.test_fetch_plan import ids as ids_of
 
 # Waits below only ever end early: a correct plan reaches the figure and the test goes on at
 # once; the deadline is how long a broken one gets before the test says what it saw.
@@ -150,32 +168,151 @@ def test_behind_a_window_of_unknown_size_only_first_pages_are_requested() -> Non
         time.sleep(SETTLE)
         seen_while_slow.append(pages_of(source, second))
 
+    # Once its first page has told its size (2 pages), the next window's other pages are
+    # worth fetching: they are requested while its own page 2 is still on the way.
+    third_of_second = threading.Event()
+    page_two_saw_them = []
+    source.before[key(second), 3] = third_of_second.set
+    source.before[key(first), 2] = lambda: page_two_saw_them.append(third_of_second.wait(2))
     source.before[key(first), 1] = slow_first_page
     plan = new_plan([first, second], source, workers=2)
     try:
         read = plan.next_window(lambda j: j == first)
-        records = read.records()
-        next(records)
+        assert len(list(read.records())) == 2 * PAGE_SIZE
         assert seen_while_slow == [[1]], "its size unknown, nothing but first pages behind it"
-        # Now its size is known (2 pages): the next window's other pages are worth fetching.
-        assert wait_until(lambda: pages_of(source, second) == [1, 2, 3]), pages_of(source, second)
-        assert len(list(records)) == 2 * PAGE_SIZE - 1
+        assert page_two_saw_them == [True]
+        assert pages_of(source, second) == [1, 2, 3]
     finally:
         plan.close()
+
+
+def counted(jobs: list[WindowJob], pulled: list[WindowJob]) -> t.Iterator[WindowJob]:
+    for j in jobs:
+        pulled.append(j)  # in production: planning an agent, which may send a request
+        yield j
+
+
+def in_time(action: t.Callable[[], object]) -> object:
+    """Run `action` in a thread; fail (instead of hanging) if it has not ended by DEADLINE."""
+    outcome: list[object] = []
+
+    def run() -> None:
+        try:
+            outcome.append(action())
+        except BaseException as exc:  # noqa: BLE001 - raised again in the test's thread
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    thread.join(DEADLINE)
+    assert outcome, "the consumer is still waiting for a page"
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def test_starting_a_window_plans_the_next_ones_until_more_than_eight_wait() -> None:
+    # 2 workers hold 8 pages ahead; windows are planned ahead until more than 8 are waiting.
+    jobs = [job("a", day) for day in range(20)]
+    source = Source([(j, PAGE_SIZE) for j in jobs])
+    pulled: list[WindowJob] = []
+    plan = FetchPlan(
+        counted(jobs, pulled), source, workers=2, page_size=PAGE_SIZE,
+        record_key=lambda record: record["id"], logger=LOGGER,
+    )  # fmt: skip
+    try:
+        plan.next_window(lambda j: j == jobs[0])
+        assert pulled == jobs[:9]
+    finally:
+        plan.close()
+
+
+def test_a_skipped_windows_queued_pages_are_never_sent_and_its_room_goes_on() -> None:
+    # 2 workers. a-1 (1 page), then b-2 (10 pages, the stream map drops agent b), then a-3
+    # (20 pages). b-2's pages 2 and 3 hang on both workers while more of its pages queue up;
+    # it is skipped, then the workers are let go: b-2's queued pages are dropped unsent, and
+    # a-3 gets the whole run-ahead (its page 1 and 8 more).
+    first, skipped, last = job("a", 0), job("b", 1), job("a", 2)
+    source = Source([(first, PAGE_SIZE), (skipped, 10 * PAGE_SIZE), (last, 20 * PAGE_SIZE)])
+    gate = threading.Event()
+    for page in (2, 3):
+        source.before[key(skipped), page] = lambda: gate.wait(DEADLINE)
+    plan = new_plan([first, skipped, last], source, workers=2)
+    try:
+        read = plan.next_window(lambda j: j == first)
+        assert len(list(read.records())) == PAGE_SIZE
+        assert wait_until(lambda: pages_of(source, skipped) == [1, 2, 3])
+        read = plan.next_window(lambda j: j.agent_id == "a")
+        assert read.job == last
+        gate.set()
+        records = read.records()
+        in_time(lambda: next(records))
+        assert wait_until(lambda: len(pages_of(source, last)) >= 9), pages_of(source, last)
+        time.sleep(SETTLE)
+        assert pages_of(source, last) == list(range(1, 10))
+        assert pages_of(source, skipped) == [1, 2, 3]
+        assert in_time(lambda: len(list(records))) == 20 * PAGE_SIZE - 1
+    finally:
+        gate.set()
+        plan.close()
+
+
+def test_a_skipped_window_whose_page_failed_does_not_stop_the_windows_after_it() -> None:
+    # b-2's page 2 fails while fetched ahead; a-3's page 1 comes back after that, so its
+    # page 2 waits behind the failure. b-2 is then skipped: a-3 is needed after all.
+    # (Reverted, finish() leaving the failure in place, the consumer waits for ever.)
+    first, skipped, last = job("a", 0), job("b", 1), job("a", 2)
+    source = Source([(first, PAGE_SIZE), (skipped, 2 * PAGE_SIZE), (last, 2 * PAGE_SIZE)])
+    source.fail.add((key(skipped), 2))
+    plan = new_plan([first, skipped, last], source, workers=2)
+    # a-3's page 1 is sent before b-2's page 2 fails (or it would rightly never be sent),
+    # and answers after the failure is recorded.
+    source.before[key(skipped), 2] = lambda: wait_until(lambda: pages_of(source, last) == [1])
+    source.before[key(last), 1] = lambda: wait_until(lambda: plan._failed_at is not None)
+    try:
+        read = plan.next_window(lambda j: j == first)
+        assert len(list(read.records())) == PAGE_SIZE
+        assert wait_until(
+            lambda: (
+                pages_of(source, skipped) == [1, 2]
+                and pages_of(source, last) == [1]
+                and source.in_flight == 0
+            )
+        ), (pages_of(source, skipped), pages_of(source, last), source.in_flight, plan._failed_at)
+        read = plan.next_window(lambda j: j.agent_id == "a")
+        ids = in_time(lambda: [r["id"] for r in read.records()])
+        assert ids == [r["id"] for r in source.rows[key(last)]]
+    finally:
+        plan.close()
+
+
+def test_a_fetch_worker_answers_to_its_own_plans_cancel_flag() -> None:
+    # What client.guarded relies on: in a worker, raise_if_cancelled() stops the request
+    # once the worker's plan is closed.
+    window = job("a", 0)
+    source = Source([(window, PAGE_SIZE)])
+    stopped = []
+    plans: list[FetchPlan] = []
+
+    def closing(w: WindowJob, page: int) -> Page:
+        plans[0].close()
+        try:
+            raise_if_cancelled()
+        except FetchCancelledError:
+            stopped.append(page)
+        return source(w, page)
+
+    plans.append(new_plan([window], closing, workers=2))  # type: ignore[arg-type]
+    plans[0].next_window(lambda _j: True)
+    assert wait_until(lambda: stopped == [1])
 
 
 def test_one_worker_plans_no_window_before_it_is_needed() -> None:
     jobs = [job("a", day) for day in range(5)]
     source = Source([(j, PAGE_SIZE) for j in jobs])
-    pulled = []
-
-    def windows() -> t.Iterator[WindowJob]:
-        for j in jobs:
-            pulled.append(j)  # in production: planning an agent, which may send a request
-            yield j
-
+    pulled: list[WindowJob] = []
     plan = FetchPlan(
-        windows(), source, workers=1, page_size=PAGE_SIZE,
+        counted(jobs, pulled), source, workers=1, page_size=PAGE_SIZE,
         record_key=lambda record: record["id"], logger=LOGGER,
     )  # fmt: skip
     for n, expected in enumerate(jobs, start=1):
@@ -356,3 +493,56 @@ def test_a_naive_timestamp_in_a_form_only_pendulum_reads_is_utc_in_any_local_zon
         )
     finally:
         pendulum.set_local_timezone()  # back to the machine's own
+
+
+# AgentFetches: what reaches the page fetches, and who is planned how often.
+
+
+def test_every_window_job_carries_its_agents_context() -> None:
+    # fetch_page builds the request from the job's context (the agent's URL and its account).
+    agents = Agents({"a": [0], "x": [1]}, workers=2)
+    contexts = []
+    source = agents.source
+
+    def checking(w: WindowJob, page: int) -> Page:
+        contexts.append((w.agent_id, w.context))
+        return source(w, page)
+
+    agents.source = checking  # type: ignore[assignment]
+    fetches = AgentFetches(agents.plan_agent, agents.new_plan)
+    fetches.announce([{"agent_id": "a"}])
+    try:
+        sync(fetches, "a")
+        sync(fetches, "x")  # never announced: a plan of its own
+    finally:
+        fetches.close()
+    assert sorted(set(map(repr, contexts))) == [
+        repr(("a", {"agent_id": "a"})),
+        repr(("x", {"agent_id": "x"})),
+    ]
+
+
+def test_agents_planned_ahead_before_planning_stopped_are_not_planned_again() -> None:
+    # With 3 workers the shared plan plans a, b and then fails on c while a is synced: b's
+    # windows are in the shared plan already; only c is planned again at its turn.
+    agents = Agents({"a": [0], "b": [1], "c": [2]}, workers=3)
+    agents.fail_once.add("c")
+    fetches = AgentFetches(agents.plan_agent, agents.new_plan)
+    fetches.announce([{"agent_id": "a"}, {"agent_id": "b"}, {"agent_id": "c"}])
+    try:
+        assert sync(fetches, "a") == [(job("a", 0).window, ids_of("a", 0))]
+        assert agents.planned == ["a", "b", "c"]
+        assert sync(fetches, "b") == [(job("b", 1).window, ids_of("b", 1))]
+        assert sync(fetches, "c") == [(job("c", 2).window, ids_of("c", 2))]
+        assert agents.planned == ["a", "b", "c", "c"]
+        assert len(agents.plans) == 2, "the shared plan, and c's own"
+    finally:
+        fetches.close()
+
+
+def test_an_agent_synced_before_any_announcement_gets_a_plan_of_its_own() -> None:
+    agents = Agents({"a": [0]})
+    fetches = AgentFetches(agents.plan_agent, agents.new_plan)
+    assert sync(fetches, "a") == [(job("a", 0).window, ids_of("a", 0))]
+    assert len(agents.plans) == 1
+    assert agents.plans[0]._cancelled.is_set(), "closed after the agent"
