@@ -546,3 +546,58 @@ def test_an_agent_synced_before_any_announcement_gets_a_plan_of_its_own() -> Non
     assert sync(fetches, "a") == [(job("a", 0).window, ids_of("a", 0))]
     assert len(agents.plans) == 1
     assert agents.plans[0]._cancelled.is_set(), "closed after the agent"
+
+
+def test_while_a_long_window_is_read_one_more_window_is_planned_once_there_is_room() -> None:
+    # 2 workers: 8 pages ahead. Starting a-1 plans windows a-1..a-9 (more than 8 waiting).
+    # a-2 (20 pages) then fills the budget, so starting it plans nothing; as its last pages
+    # drain, the consumer, waiting for a page, plans a-10, and no more (9 windows wait again).
+    jobs = [job("a", day) for day in range(21)]
+    sizes = [PAGE_SIZE, 20 * PAGE_SIZE] + [PAGE_SIZE] * 19
+    source = Source(list(zip(jobs, sizes, strict=True)), delay=0.005)
+    pulled: list[WindowJob] = []
+    plan = FetchPlan(
+        counted(jobs, pulled), source, workers=2, page_size=PAGE_SIZE,
+        record_key=lambda record: record["id"], logger=LOGGER,
+    )  # fmt: skip
+    try:
+        list(plan.next_window(lambda j: j == jobs[0]).records())
+        assert pulled == jobs[:9]
+        read = plan.next_window(lambda j: j == jobs[1])
+        assert in_time(lambda: len(list(read.records()))) == 20 * PAGE_SIZE
+        assert pulled == jobs[:10]
+    finally:
+        plan.close()
+
+
+def test_a_window_without_total_is_fetched_ahead_and_sized_by_its_last_page() -> None:
+    # a-1 has no total (a full page says has_more): 9 calls, pages 1-3 and an empty page 4.
+    # a-2 (3 pages, with a total) waits behind it with its first page only, until a-1's last
+    # page tells a-1's size; meanwhile a-1's chain runs ahead of a consumer that stalls.
+    chain, behind = job("a", 0), job("a", 1)
+    source = Source([(chain, 3 * PAGE_SIZE), (behind, 3 * PAGE_SIZE)])
+    seen_while_chain_unsized = []
+
+    def page_two_of_chain() -> None:
+        wait_until(lambda: pages_of(source, behind) == [1])
+        time.sleep(SETTLE)
+        seen_while_chain_unsized.append(pages_of(source, behind))
+
+    source.before[key(chain), 2] = page_two_of_chain
+
+    def pages(w: WindowJob, page: int) -> Page:
+        answer = source(w, page)
+        if w == chain:
+            return Page(answer.records, None, has_more=len(answer.records) == PAGE_SIZE)
+        return answer
+
+    plan = new_plan([chain, behind], pages, workers=2)  # type: ignore[arg-type]
+    try:
+        records = plan.next_window(lambda j: j == chain).records()
+        next(records)  # the consumer stalls on page 1
+        assert wait_until(lambda: pages_of(source, chain) == [1, 2, 3, 4]), pages_of(source, chain)
+        assert seen_while_chain_unsized == [[1]]
+        assert wait_until(lambda: pages_of(source, behind) == [1, 2, 3]), pages_of(source, behind)
+        assert len(list(records)) == 3 * PAGE_SIZE - 1
+    finally:
+        plan.close()
