@@ -16,14 +16,13 @@ import requests
 from singer_sdk.exceptions import RetriableAPIError
 
 from tap_bolna import client
-from tap_bolna.client import (
-    BACKOFF_BASE_SECONDS,
-    MAX_RETRY_WAIT_SECONDS,
-    BolnaAPIError,
-    retry_after_seconds,
-    retry_waits,
-)
+from tap_bolna.client import BolnaAPIError, retry_after_seconds, retry_waits
 from tap_bolna.tap import TapBolna
+
+# The documented retry rules (docs/incremental-sync.md, "Errors"), written out rather than
+# imported, so that a changed constant fails these tests instead of moving them.
+BACKOFF_BASE_SECONDS = 1.0  # retry 1 waits up to 1 s, each next up to twice as long
+MAX_RETRY_WAIT_SECONDS = 300.0  # never longer, whatever Retry-After asks
 
 if t.TYPE_CHECKING:
     from collections.abc import Generator

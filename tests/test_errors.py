@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-from tap_bolna.client import BACKOFF_BASE_SECONDS, BACKOFF_MAX_TRIES, BolnaAPIError
+from tap_bolna.client import BolnaAPIError
 from tap_bolna.tap import TapBolna
 from tests.conftest import (
     API_KEY,
@@ -111,6 +111,10 @@ def error_lines(stderr: str) -> list[str]:
     ]
 
 
+# The documented retry rules (docs/incremental-sync.md, "Errors"), written out rather than
+# imported, so that a changed constant fails these tests instead of moving them.
+BACKOFF_MAX_TRIES = 8  # "(gave up after 8 tries)"
+BACKOFF_BASE_SECONDS = 1.0  # retry 1 waits up to 1 s, each next up to twice as long
 RETRIES = BACKOFF_MAX_TRIES - 1  # the first try, then at most this many retries
 RETRY_WAIT = re.compile(r" in \d+\.\d s")
 
