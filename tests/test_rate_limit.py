@@ -16,7 +16,6 @@ from collections import Counter
 
 import pytest
 
-from tap_bolna.tap import DEFAULT_EXECUTIONS_PER_MINUTE, DEFAULT_OTHER_PER_MINUTE
 from tests.conftest import API_KEY, days_ago, run_tap
 from tests.fake_api import FakeBolnaServer, World
 
@@ -58,8 +57,9 @@ def backfill(api: FakeBolnaServer, max_workers: int) -> list[str]:
         "start_date": days_ago(21),
         "page_size": 5,
         "max_workers": max_workers,
-        "max_requests_per_minute": DEFAULT_EXECUTIONS_PER_MINUTE * SCALE,
-        "max_other_requests_per_minute": DEFAULT_OTHER_PER_MINUTE * SCALE,
+        # The documented defaults (300 and 600 a minute), scaled like the fake's limits.
+        "max_requests_per_minute": 300 * SCALE,
+        "max_other_requests_per_minute": 600 * SCALE,
     }
     return run_tap(config).ids()
 
