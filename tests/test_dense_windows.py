@@ -154,10 +154,14 @@ def test_an_error_in_a_dense_window_stops_every_page_in_flight(
     dense_api.wait_until_idle()
 
     requests = page_requests(dense_api)
+    # A page a worker had on the wire as the sync failed may be logged just after the stop (the
+    # server's thread runs late on a busy machine): at most one per worker. Nothing is sent again.
     after_the_stop = [r for r in requests if r.received > stopped]
-    assert after_the_stop == [], "requests went on after the sync failed"
-    retried = Counter(int(r.query["page_number"]) for r in requests if r.status == 503)
-    assert set(retried) <= set(retried_pages)
+    assert len(after_the_stop) <= 4, "requests went on after the sync failed"
+    sent = Counter((r.path, r.query["page_number"]) for r in requests)
+    assert [page for page, times in sent.items() if times > 1] == [], "a page was retried"
+    failed = {int(r.query["page_number"]) for r in requests if r.status == 503}
+    assert failed <= set(retried_pages)
     # Pages up to the failing one, and at most the budget (4 workers x 4 pages) ahead of it:
     # not the whole account (2 agents x 50 pages).
     assert len(requests) <= 12 + 16
