@@ -158,7 +158,7 @@ def test_an_error_in_a_dense_window_stops_every_page_in_flight(
     # server's thread runs late on a busy machine): at most one per worker. Nothing is sent again.
     after_the_stop = [r for r in requests if r.received > stopped]
     assert len(after_the_stop) <= 4, "requests went on after the sync failed"
-    sent = Counter((r.path, r.query["page_number"]) for r in requests)
+    sent = Counter((r.path, r.query["from"], r.query["page_number"]) for r in requests)
     assert [page for page, times in sent.items() if times > 1] == [], "a page was retried"
     failed = {int(r.query["page_number"]) for r in requests if r.status == 503}
     assert failed <= set(retried_pages)
